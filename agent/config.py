@@ -1,0 +1,326 @@
+"""The agent's TOML configuration (DESIGN 2.2): a schema that is also the reference.
+
+`load(path)` returns a frozen `Config` or raises `ConfigError` carrying every problem
+found, one line each as `key.path: message`, so a technician fixes them in one pass.
+Nothing here touches the database or the serial ports.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from agent.errors import ConfigError
+
+DEFAULT_PATH = "/etc/laneagent/agent.toml"
+DIALECTS = ("thingmagic", "r2000", "alien", "chafon")
+SECTIONS = ("tags", "driver", "conveyance", "equipment", "trip", "shipments", "findings", "referral")
+SHARE_ITEMS = SECTIONS + ("alerts", "foreign_alerts")
+FINDING_CODES = (
+    "lookout_hit", "no_trip", "driver_not_on_trip", "equipment_not_on_trip", "no_conveyance_tag",
+    "no_driver_card", "unknown_tag", "credential_expired", "credential_revoked", "multiple_trips",
+)
+THINGMAGIC_REGIONS = ("NA", "EU", "KR", "IN", "JP", "PRC", "EU3", "AU", "NZ", "NA2", "NA3", "OPEN")
+
+
+@dataclass(frozen=True)
+class LaneConfig:
+    port_code: str
+    lane_id: str
+    entering: str
+    leaving: str
+    eta_window_h: float = 12
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = "/var/lib/laneagent/agent.db"
+    max_queue_mb: float = 512
+    retention_days: float = 7
+    max_message_kb: int = 1024
+
+
+@dataclass(frozen=True)
+class AggregationConfig:
+    idle_close_s: float = 2.0
+    max_passage_s: float = 30.0
+    min_reads: int = 2
+    min_rssi: float = -75
+
+
+@dataclass(frozen=True)
+class ReferralConfig:
+    random_rate: float = 0.02
+    refer_on: tuple[str, ...] = ("lookout_hit", "no_trip", "credential_revoked", "driver_not_on_trip")
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    name: str
+    dialect: str
+    url: str
+    baudrate: int = 115200
+    antennas: tuple[int, ...] = (1,)
+    silence_timeout_s: float = 10
+    region: str = "NA2"  # our addition: the reader's regulatory region
+    read_power_dbm: float = 30.0  # our addition: conducted read power
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    ca: str
+    cert: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    name: str
+    country: str
+    host: str
+    port: int = 1883
+    topic_prefix: str = "border"
+    mqtt_version: str = "5"
+    share: tuple[str, ...] = ()
+    require_ack: bool = False
+    ack_timeout_s: float = 60
+    max_rate: float = 1000
+    keepalive_s: int = 30
+    tls: TLSConfig | None = None
+    username: str | None = None
+    password_file: str | None = None
+    verify_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    lane: LaneConfig
+    store: StoreConfig = field(default_factory=StoreConfig)
+    aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    referral: ReferralConfig = field(default_factory=ReferralConfig)
+    readers: tuple[ReaderConfig, ...] = ()
+    backends: tuple[BackendConfig, ...] = ()
+
+    def base_topic(self, backend: BackendConfig) -> str:
+        """`B` of DESIGN 2.3 for one back end."""
+        return f"{backend.topic_prefix}/{self.lane.port_code}/{self.lane.lane_id}"
+
+
+# --- the schema -----------------------------------------------------------------------
+# Each key: (expected type(s), required, extra check returning an error or None).
+Check = Callable[[Any], str | None]
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else "must be greater than 0"
+
+
+def _non_negative(v: Any) -> str | None:
+    return None if v >= 0 else "must be 0 or more"
+
+
+def _country(v: Any) -> str | None:
+    return None if re.fullmatch(r"[A-Z]{2}", v) else f"{v!r} is not an ISO 3166 alpha-2 code like \"CA\""
+
+
+def _one_of(choices: tuple[str, ...]) -> Check:
+    return lambda v: None if v in choices else f"{v!r} is not one of {', '.join(choices)}"
+
+
+def _all_of(choices: tuple[str, ...]) -> Check:
+    def check(items: list) -> str | None:
+        bad = [i for i in items if i not in choices]
+        return f"unknown {', '.join(map(repr, bad))}; allowed: {', '.join(choices)}" if bad else None
+    return check
+
+
+def _topic_word(v: str) -> str | None:
+    return None if v and not re.search(r"[/+#\s]", v) else f"{v!r} must be non-empty without '/', '+', '#' or spaces"
+
+
+def _name(v: str) -> str | None:
+    return None if re.fullmatch(r"[A-Za-z0-9_.-]+", v) else f"{v!r} may hold only letters, digits, '_', '.', '-'"
+
+
+def _antennas(v: list) -> str | None:
+    if not v:
+        return "must list at least one antenna"
+    if any(not isinstance(a, int) or isinstance(a, bool) or not 1 <= a <= 16 for a in v):
+        return "antennas are port numbers from 1 to 16"
+    return None
+
+
+def _rate(v: float) -> str | None:
+    return None if 0 <= v <= 1 else "must be between 0 and 1"
+
+
+NUM = (int, float)
+LANE = {
+    "port_code": (str, True, _topic_word),
+    "lane_id": (str, True, _topic_word),
+    "entering": (str, True, _country),
+    "leaving": (str, True, _country),
+    "eta_window_h": (NUM, False, _positive),
+}
+STORE = {
+    "path": (str, False, None),
+    "max_queue_mb": (NUM, False, _positive),
+    "retention_days": (NUM, False, _positive),
+    "max_message_kb": (int, False, _positive),
+}
+AGGREGATION = {
+    "idle_close_s": (NUM, False, _positive),
+    "max_passage_s": (NUM, False, _positive),
+    "min_reads": (int, False, _positive),
+    "min_rssi": (NUM, False, None),
+}
+REFERRAL = {
+    "random_rate": (NUM, False, _rate),
+    "refer_on": (list, False, _all_of(FINDING_CODES)),
+}
+READER = {
+    "name": (str, True, _name),
+    "dialect": (str, True, _one_of(DIALECTS)),
+    "url": (str, True, None),
+    "baudrate": (int, False, _positive),
+    "antennas": (list, False, _antennas),
+    "silence_timeout_s": (NUM, False, _positive),
+    "region": (str, False, _one_of(THINGMAGIC_REGIONS)),
+    "read_power_dbm": (NUM, False, lambda v: None if 0 <= v <= 33 else "must be between 0 and 33 dBm"),
+}
+TLS = {"ca": (str, True, None), "cert": (str, False, None), "key": (str, False, None)}
+BACKEND = {
+    "name": (str, True, _name),
+    "country": (str, True, _country),
+    "host": (str, True, None),
+    "port": (int, False, lambda v: None if 1 <= v <= 65535 else "must be a TCP port, 1 to 65535"),
+    "topic_prefix": (str, False, _topic_word),
+    "mqtt_version": (str, False, _one_of(("5", "3.1.1"))),
+    "share": (list, False, _all_of(SHARE_ITEMS)),
+    "require_ack": (bool, False, None),
+    "ack_timeout_s": (NUM, False, _positive),
+    "max_rate": (NUM, False, _non_negative),
+    "keepalive_s": (int, False, _positive),
+    "tls": (dict, False, None),
+    "username": (str, False, None),
+    "password_file": (str, False, None),
+    "verify_key": (str, False, None),
+}
+TOP = {"lane": dict, "store": dict, "aggregation": dict, "referral": dict, "readers": list, "backends": list}
+TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "a table", NUM: "a number"}
+
+
+def _check_table(table: Any, schema: dict, where: str, problems: list[str]) -> dict:
+    """Validate one table; return the values that passed, to build the dataclass from."""
+    if not isinstance(table, dict):
+        problems.append(f"{where}: must be a table")
+        return {}
+    good: dict = {}
+    for key in table:
+        if key not in schema:
+            problems.append(f"{where}.{key}: unknown key (allowed: {', '.join(schema)})")
+    for key, (kind, required, check) in schema.items():
+        if key not in table:
+            if required:
+                problems.append(f"{where}.{key}: missing (required)")
+            continue
+        value = table[key]
+        # bool is an int in Python; a `true` where a number belongs is a mistake.
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            problems.append(f"{where}.{key}: must be {TYPE_NAMES.get(kind, kind)}, not {type(value).__name__} {value!r}")
+            continue
+        if isinstance(value, list) and kind is list and key in ("refer_on", "share"):
+            if any(not isinstance(i, str) for i in value):
+                problems.append(f"{where}.{key}: must be a list of strings")
+                continue
+        error = check(value) if check else None
+        if error:
+            problems.append(f"{where}.{key}: {error}")
+            continue
+        good[key] = tuple(value) if isinstance(value, list) else value
+    return good
+
+
+def _array(doc: dict, key: str, schema: dict, problems: list[str]) -> list[tuple[str, dict]]:
+    items = doc.get(key, [])
+    if not isinstance(items, list):
+        problems.append(f"{key}: must be an array of tables ([[{key}]])")
+        return []
+    return [(f"{key}[{i}]", _check_table(item, schema, f"{key}[{i}]", problems)) for i, item in enumerate(items)]
+
+
+def parse(doc: dict, path: str = "<config>") -> Config:
+    """Build a Config from a parsed TOML document, or raise ConfigError with every problem."""
+    problems: list[str] = []
+    for key in doc:
+        if key not in TOP:
+            problems.append(f"{key}: unknown section (allowed: {', '.join(TOP)})")
+    if "lane" not in doc:
+        problems.append("lane: missing section [lane]")
+    lane = _check_table(doc.get("lane", {}), LANE, "lane", problems)
+    store = _check_table(doc.get("store", {}), STORE, "store", problems)
+    aggregation = _check_table(doc.get("aggregation", {}), AGGREGATION, "aggregation", problems)
+    referral = _check_table(doc.get("referral", {}), REFERRAL, "referral", problems)
+    readers = _array(doc, "readers", READER, problems)
+    backends = _array(doc, "backends", BACKEND, problems)
+
+    if lane.get("entering") and lane.get("entering") == lane.get("leaving"):
+        problems.append("lane.leaving: must differ from lane.entering")
+    if not backends:
+        problems.append("backends: at least one [[backends]] table is required")
+    for kind, items in (("readers", readers), ("backends", backends)):
+        seen: dict[str, str] = {}
+        for where, item in items:
+            name = item.get("name")
+            if name in seen:
+                problems.append(f"{where}.name: duplicate name {name!r} (also {seen[name]})")
+            elif name:
+                seen[name] = where
+    countries = {lane.get("entering"), lane.get("leaving")}
+    for where, item in backends:
+        if "country" in item and None not in countries and item["country"] not in countries:
+            problems.append(
+                f"{where}.country: {item['country']!r} is neither lane.entering ({lane['entering']}) "
+                f"nor lane.leaving ({lane['leaving']})")
+        if "tls" in item:
+            tls = _check_table(item["tls"], TLS, f"{where}.tls", problems)
+            item["tls"] = TLSConfig(**tls) if "ca" in tls else None
+            if ("cert" in tls) != ("key" in tls):
+                problems.append(f"{where}.tls: cert and key go together")
+    agg_idle, agg_max = aggregation.get("idle_close_s", 2.0), aggregation.get("max_passage_s", 30.0)
+    if agg_max <= agg_idle:
+        problems.append("aggregation.max_passage_s: must be longer than aggregation.idle_close_s")
+    if problems:
+        raise ConfigError(path, problems)
+    return Config(
+        path=path,
+        lane=LaneConfig(**lane),
+        store=StoreConfig(**store),
+        aggregation=AggregationConfig(**aggregation),
+        referral=ReferralConfig(**referral),
+        readers=tuple(ReaderConfig(**item) for _, item in readers),
+        backends=tuple(BackendConfig(**item) for _, item in backends),
+    )
+
+
+def default_path() -> str:
+    return os.environ.get("LANEAGENT_CONFIG") or DEFAULT_PATH
+
+
+def load(path: str | None = None) -> Config:
+    """Read and validate a config file; ConfigError says what is wrong and where."""
+    path = path or default_path()
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(path, ["file not found (copy config/agent.example.toml there, or pass --config PATH)"])
+    except PermissionError:
+        raise ConfigError(path, ["permission denied (run as the laneagent user, or with sudo)"])
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, [f"not valid TOML: {e}"])
+    return parse(doc, path)
