@@ -105,6 +105,11 @@ class Config:
     readers: tuple[ReaderConfig, ...] = ()
     backends: tuple[BackendConfig, ...] = ()
 
+    @property
+    def status_path(self) -> str:
+        """The file where the running daemon publishes its live state for `status`."""
+        return os.path.join(os.path.dirname(os.path.abspath(self.store.path)), "status.json")
+
     def base_topic(self, backend: BackendConfig) -> str:
         """`B` of DESIGN 2.3 for one back end."""
         return f"{backend.topic_prefix}/{self.lane.port_code}/{self.lane.lane_id}"

@@ -1,0 +1,44 @@
+# laneagent: `make demo` and `make test` set up everything they need.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: demo test test-long bench setup mosquitto clean
+
+demo: setup mosquitto
+	$(BIN)/python -m simulators.demo
+
+test: setup mosquitto
+	$(BIN)/python -m pytest -q
+
+test-long: setup mosquitto
+	LANEAGENT_LONG=1 $(BIN)/python -m pytest -q
+
+bench: setup mosquitto
+	$(BIN)/python -m tests.bench
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "laneagent needs Python 3.11 or newer; '$(PY)' is $$($(PY) --version 2>&1)."; \
+	  echo "Install it (sudo apt-get install -y python3 python3-venv) or run: make PY=python3.11 $(MAKECMDGOALS)"; exit 1; }
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || { \
+	  echo "Cannot create the virtual environment $(VENV): sudo apt-get install -y python3-venv"; exit 1; }
+	@echo "Installing laneagent and its packages into $(VENV) ..."
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]' || { \
+	  echo "pip could not install the packages: check the network or your PyPI mirror (PIP_INDEX_URL)."; exit 1; }
+	@rm -f $(VENV)/.installed-* && touch $@
+
+mosquitto:
+	@if command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; then exit 0; fi; \
+	echo "mosquitto is missing: installing it from Debian's packages ..."; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; else \
+	  echo "Cannot install mosquitto without root. Run: su -c 'apt-get update && apt-get install -y mosquitto'"; exit 1; fi; \
+	{ $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto >/dev/null; } || { \
+	  echo "apt-get could not install mosquitto. Run by hand: sudo apt-get update && sudo apt-get install -y mosquitto"; exit 1; }; \
+	echo "mosquitto installed (the tests and the demo start their own brokers on free ports)."
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,179 @@
+"""The daemon: wires readers, core, store and links together and keeps them honest.
+
+Threads: one per reader session, the core (the one writer), one per back-end link,
+and this main thread, which handles signals, alarms, the status file that `laneagent
+status` reads, and systemd's notify protocol. The watchdog is fed only while the
+work really moves (see `Daemon.healthy`); a wedged part stops the pings and systemd
+restarts us.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+
+from agent import __version__, systemd
+from agent.config import Config
+from agent.core import LaneCore
+from agent.lane.event import alarm_alert
+from agent.readers import registry
+from agent.store.writer import StoreWriter
+from agent.sync.link import BackendLink
+
+log = logging.getLogger(__name__)
+
+STATUS_EVERY_S = 1.0
+CORE_STALL_S = 5.0
+LINK_STALL_S = 10.0
+BACKEND_ALARM_AFTER_S = 10.0
+
+
+class Daemon:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.started_ms = int(time.time() * 1000)
+        self.writer = StoreWriter(cfg.store.path)
+        self.core = LaneCore(cfg, self.writer)
+        self.links = [BackendLink(cfg, b, self.core, health=self.health, birth=self.birth) for b in cfg.backends]
+        self.sessions = [registry.open_session(r, self.core.submit_read, self._reader_state) for r in cfg.readers]
+        self.alarms: dict[str, dict] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stop.set())
+        self.core.start()
+        for link in self.links:
+            link.start()
+        for session in self.sessions:
+            session.start()
+        systemd.notify(f"READY=1\nSTATUS=lane {self.cfg.lane.port_code}/{self.cfg.lane.lane_id} running")
+        log.info("laneagent %s running: lane %s/%s, %d reader(s), %d back end(s), store %s", __version__,
+                 self.cfg.lane.port_code, self.cfg.lane.lane_id, len(self.sessions), len(self.links),
+                 self.cfg.store.path)
+        ping_every = systemd.watchdog_interval_s()
+        next_ping = 0.0
+        while not self._stop.wait(STATUS_EVERY_S if ping_every is None else min(STATUS_EVERY_S, ping_every)):
+            self._update_alarms()
+            self._write_status()
+            if ping_every is not None and time.monotonic() >= next_ping:
+                problems = self.problems()
+                if not problems:
+                    systemd.notify("WATCHDOG=1")
+                    next_ping = time.monotonic() + ping_every
+                else:
+                    log.error("not feeding the watchdog: %s", "; ".join(problems))
+        self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        systemd.notify("STOPPING=1")
+        log.info("stopping: readers first, then the store, then the links")
+        for session in self.sessions:
+            session.stop(timeout=5.0)
+        self.core.stop()
+        for link in self.links:
+            link.stop()
+        self._write_status(state="stopped")
+        self.writer.close()
+        log.info("stopped")
+
+    # --- health ---------------------------------------------------------------------------------
+    def problems(self) -> list[str]:
+        """Why the daemon is wedged, if it is: the watchdog is fed only when this is empty."""
+        now = time.monotonic()
+        out = []
+        if not self.core.alive or now - self.core.last_loop_mono > CORE_STALL_S:
+            out.append("core loop stalled")
+        elif self.core.inbox.qsize() and now - self.core.last_commit_mono > CORE_STALL_S:
+            out.append("store not committing")
+        for link in self.links:
+            if now - link.progress_mono > LINK_STALL_S:
+                out.append(f"link {link.backend.name} wedged")
+        for session, rcfg in zip(self.sessions, self.cfg.readers):
+            # A reader that is down is alarmed and retried, not wedged; one that claims to be
+            # up but has proved nothing for twice its silence timeout has a stuck thread.
+            if session.snapshot()["state"] == "up" and now - session.alive_mono > 2 * rcfg.silence_timeout_s:
+                out.append(f"reader {rcfg.name} session stuck")
+        return out
+
+    def _reader_state(self, name: str, state: str, detail: str) -> None:
+        log.info("reader %s: %s%s", name, state, f" ({detail})" if detail else "")
+        if state == "down":
+            self._raise_alarm(f"reader_down:{name}", detail)
+        elif state == "up":
+            self._clear_alarm(f"reader_down:{name}")
+
+    def _update_alarms(self) -> None:
+        now = time.monotonic()
+        for link in self.links:
+            key = f"backend_down:{link.backend.name}"
+            if link.connected:
+                self._clear_alarm(key)
+                link.down_since = None
+            else:
+                link.down_since = getattr(link, "down_since", None) or now
+                if now - link.down_since >= BACKEND_ALARM_AFTER_S:
+                    self._raise_alarm(key, link.last_error or "not connected")
+
+    def _raise_alarm(self, key: str, detail: str) -> None:
+        with self._lock:
+            if key in self.alarms:
+                return
+            self.alarms[key] = {"alarm": key, "since_ms": int(time.time() * 1000), "detail": detail}
+        log.warning("alarm raised: %s (%s)", key, detail)
+        to = [b.name for b in self.cfg.backends if "alerts" in b.share]
+        if to:
+            self.core.submit_alert(alarm_alert(key.split(":")[0], int(time.time() * 1000), subject=key,
+                                               state="raised", message=detail[:200]), to)
+
+    def _clear_alarm(self, key: str) -> None:
+        with self._lock:
+            if self.alarms.pop(key, None) is None:
+                return
+        log.info("alarm cleared: %s", key)
+        to = [b.name for b in self.cfg.backends if "alerts" in b.share]
+        if to:
+            self.core.submit_alert(alarm_alert(key.split(":")[0], int(time.time() * 1000), subject=key,
+                                               state="cleared"), to)
+
+    # --- figures for status, health and birth ---------------------------------------------------
+    def birth(self) -> dict:
+        next_seq, head = self.writer_state()
+        return {"seq": next_seq - 1, "hash": head, "started_ms": self.started_ms}
+
+    def writer_state(self) -> tuple[int, str]:
+        from agent.store.db import open_reader
+        conn = open_reader(self.cfg.store.path)
+        try:
+            return conn.execute("SELECT next_seq, head_hash FROM lane_state WHERE id = 1").fetchone()
+        finally:
+            conn.close()
+
+    def health(self) -> dict:
+        return {
+            "readers": [s.snapshot() for s in self.sessions],
+            "backends": [link.snapshot() for link in self.links],
+            "counters": dict(self.core.counters),
+            "random_rate": self.core.random_rate,
+            "alarms": list(self.alarms.values()),
+        }
+
+    def _write_status(self, state: str = "running") -> None:
+        doc = {"pid": os.getpid(), "state": state, "version": __version__, "started_ms": self.started_ms,
+               "updated_ms": int(time.time() * 1000), "problems": self.problems() if state == "running" else [],
+               **self.health()}
+        path = self.cfg.status_path
+        tmp = f"{path}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(doc, f, default=str)
+            os.replace(tmp, path)
+        except OSError as e:
+            log.warning("cannot write %s: %s", path, e)

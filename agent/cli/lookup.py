@@ -1,0 +1,72 @@
+"""`laneagent lookup EPC`: what the cache knows about a tag, and the trip it belongs to."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from agent.cli.common import load_config, print_json
+from agent.errors import StoreError
+from agent.readers.report import epc_uri
+from agent.store.cache import CacheView
+from agent.store.db import open_reader
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("lookup", help="what the cache knows about a tag",
+                              description="Show the records that name an EPC, their trips and any lookouts.",
+                              epilog="example: laneagent lookup E2801160600002054C4B1A7F --json",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("epc", help="the tag's EPC in hex (spaces allowed)")
+    p.set_defaults(func=run)
+
+
+def lookup(cache: CacheView, epc: str, now_ms: int, eta_window_h: float) -> dict:
+    window_ms = eta_window_h * 3600_000
+    records = []
+    for source, kind, rec in cache.tagged(epc):
+        if kind == "conveyance":
+            trips = cache.trips_of_conveyance(source, rec["id"])
+        else:
+            trips = cache.trips_of_member(source, kind, rec["id"])
+        lookouts = cache.lookouts(kind, rec["id"], now_ms)
+        records.append({
+            "source": source, "kind": kind, "record": rec,
+            "trips": [{**t, "in_eta_window": t.get("eta_ms") is not None and abs(t["eta_ms"] - now_ms) <= window_ms}
+                      for t in trips],
+            "lookouts": [{"source": s, **lk} for s, lk in lookouts],
+        })
+    return {"epc": epc, "epc_uri": epc_uri(epc), "records": records,
+            "epc_lookouts": [{"source": s, **lk} for s, lk in cache.lookouts("epc", epc, now_ms)]}
+
+
+def run(args) -> int:
+    cfg = load_config(args)
+    if cfg is None:
+        return 2
+    epc = args.epc.replace(" ", "").upper()
+    try:
+        conn = open_reader(cfg.store.path)
+    except StoreError as e:
+        print(f"laneagent lookup: {e}", file=sys.stderr)
+        return 2
+    with conn:
+        doc = lookup(CacheView(conn), epc, int(time.time() * 1000), cfg.lane.eta_window_h)
+    if args.json:
+        print_json(doc)
+        return 0 if doc["records"] or doc["epc_lookouts"] else 1
+    if not doc["records"]:
+        print(f"{epc}: no cache record names this tag (it would be reported as unknown_tag)")
+    for r in doc["records"]:
+        rec = r["record"]
+        print(f"{epc}: {r['kind']} {rec['id']} (source {r['source']})"
+              + (f", status {rec['status']}" if rec.get("status") else ""))
+        for t in r["trips"]:
+            print(f"  trip {t['id']} carrier {t.get('carrier')} eta_ms {t.get('eta_ms')}"
+                  f"{'' if t['in_eta_window'] else '  (outside the ETA window)'}")
+        for lk in r["lookouts"]:
+            print(f"  LOOKOUT {lk['id']} from {lk['source']}: {lk.get('reason')} (severity {lk.get('severity')})")
+    for lk in doc["epc_lookouts"]:
+        print(f"  LOOKOUT on the EPC itself {lk['id']} from {lk['source']}: {lk.get('reason')}")
+    return 0 if doc["records"] or doc["epc_lookouts"] else 1

@@ -1,0 +1,167 @@
+"""`laneagent status`: one screen on the lane, from the daemon's status file and the database.
+
+Reads only: the status file the daemon rewrites every second, and the database
+through a read-only connection. Exit 0 healthy, 1 degraded, 2 cannot read state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+from agent.cli.common import Paint, load_config, print_json
+from agent.errors import StoreError
+from agent.store.cache import CacheView
+from agent.store.db import open_reader
+from agent.store.outbox import Outbox
+
+STALE_AFTER_S = 10
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("status", help="one screen: lane, readers, back ends, backlog, cache, alarms",
+                              description="Show the lane's state. Exit 0 healthy, 1 degraded, 2 cannot read state.",
+                              epilog="example: laneagent status --json | jq .backends",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=run)
+
+
+def gather(cfg) -> dict:
+    """Every fact status shows; raises StoreError when the database cannot be read."""
+    now_ms = int(time.time() * 1000)
+    conn = open_reader(cfg.store.path)
+    try:
+        next_seq, head = conn.execute("SELECT next_seq, head_hash FROM lane_state WHERE id = 1").fetchone()
+        outbox = Outbox(conn)
+        backlog = {b.name: outbox.backlog(b.name, now_ms) for b in cfg.backends}
+        cache = CacheView(conn).sources()
+        open_reads = conn.execute("SELECT count(*) FROM reads WHERE consumed_by IS NULL").fetchone()[0]
+    finally:
+        conn.close()
+    daemon = _daemon_state(cfg, now_ms)
+    db_bytes = sum(os.path.getsize(p) for p in (cfg.store.path, cfg.store.path + "-wal") if os.path.exists(p))
+    disk = shutil.disk_usage(os.path.dirname(os.path.abspath(cfg.store.path)))
+    backends = []
+    for b in cfg.backends:
+        live = next((x for x in daemon.get("backends", []) if x["name"] == b.name), {})
+        backends.append({"name": b.name, "country": b.country, "broker": f"{b.host}:{b.port}",
+                         **live, **backlog[b.name]})
+    doc = {
+        "lane": {"port": cfg.lane.port_code, "lane": cfg.lane.lane_id, "entering": cfg.lane.entering,
+                 "leaving": cfg.lane.leaving},
+        "daemon": {k: daemon.get(k) for k in ("running", "pid", "version", "started_ms", "updated_ms", "problems")},
+        "chain": {"last_seq": next_seq - 1, "head_hash": head},
+        "readers": daemon.get("readers") or [{"name": r.name, "dialect": r.dialect, "url": r.url, "state": "unknown"}
+                                             for r in cfg.readers],
+        "backends": backends,
+        "cache": cache,
+        "journal": {"open_reads": open_reads},
+        "disk": {"database_bytes": db_bytes, "free_bytes": disk.free,
+                 "backlog_bytes": sum(x["event_bytes"] + x["alert_bytes"] for x in backlog.values()),
+                 "budget_bytes": int(cfg.store.max_queue_mb * 1024 * 1024)},
+        "counters": daemon.get("counters", {}),
+        "random_rate": daemon.get("random_rate", cfg.referral.random_rate),
+        "alarms": daemon.get("alarms", []),
+    }
+    doc["healthy"] = _healthy(doc)
+    return doc
+
+
+def _daemon_state(cfg, now_ms: int) -> dict:
+    try:
+        with open(cfg.status_path) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return {"running": False}
+    fresh = state.get("state") == "running" and now_ms - state.get("updated_ms", 0) < STALE_AFTER_S * 1000
+    state["running"] = fresh and _pid_alive(state.get("pid"))
+    if not state["running"]:
+        state["problems"] = []
+    return state
+
+
+def _pid_alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except PermissionError:
+        return True
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def _healthy(doc: dict) -> bool:
+    return (doc["daemon"]["running"] and not doc["daemon"].get("problems") and not doc["alarms"]
+            and all(r.get("state") == "up" for r in doc["readers"])
+            and all(b.get("connected") for b in doc["backends"]))
+
+
+def _age(ms, now_ms) -> str:
+    if not ms:
+        return "never"
+    s = (now_ms - ms) / 1000
+    return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}min ago" if s < 7200 else f"{s / 3600:.1f}h ago"
+
+
+def render(doc: dict, paint: Paint) -> str:
+    now_ms = int(time.time() * 1000)
+    lane, d = doc["lane"], doc["daemon"]
+    state = paint.good("healthy") if doc["healthy"] else paint.warn("DEGRADED")
+    lines = [f"lane {lane['port']}/{lane['lane']}  {lane['leaving']} -> {lane['entering']}   {state}"]
+    if d.get("running"):
+        lines.append(f"daemon   pid {d['pid']}, laneagent {d['version']}, up since {_age(d['started_ms'], now_ms)}")
+    else:
+        lines.append(paint.bad("daemon   NOT RUNNING") + "   (start it: sudo systemctl start laneagent)")
+    for problem in d.get("problems") or []:
+        lines.append(paint.bad(f"         wedged: {problem}"))
+    lines.append(f"chain    last seq {doc['chain']['last_seq']}, head {doc['chain']['head_hash'][:16]}...")
+    lines.append("readers")
+    for r in doc["readers"]:
+        st = r.get("state", "unknown")
+        shown = paint.good(st) if st == "up" else paint.bad(st)
+        lines.append(f"  {r['name']:<10} {r.get('dialect', ''):<10} {r.get('url', ''):<24} {shown:<6} "
+                     f"{r.get('model') or ''} {r.get('firmware') or ''}  last read {_age(r.get('last_report_wall_ms'), now_ms)}, "
+                     f"reports {r.get('reports', 0)}, decode errors {r.get('decode_errors', 0)}"
+                     + (f", last error: {r['last_error']}" if r.get("last_error") else ""))
+    lines.append("back ends")
+    for b in doc["backends"]:
+        conn = paint.good("connected") if b.get("connected") else paint.bad("DISCONNECTED")
+        lines.append(f"  {b['name']:<10} {b['country']}  {b['broker']:<22} {conn}  tls {'on' if b.get('tls') else 'off'}"
+                     f"  last PUBACK {_age(b.get('last_puback_ms'), now_ms)}")
+        lines.append(f"  {'':<10}     backlog {b['events']} events, {b['alerts']} alerts, oldest "
+                     f"{b['oldest_event_age_s'] if b['oldest_event_age_s'] is not None else '-'} s, "
+                     f"drain {b.get('drain_rate', 0)}/s" + (f", last error: {b['last_error']}" if b.get("last_error") else ""))
+    lines.append("cache")
+    for c in doc["cache"] or [{"source": "-", "records": 0, "seq": "-", "updated_ms": None}]:
+        lines.append(f"  {c['source']:<4} {c['records']} records, seq {c['seq']}, updated {_age(c['updated_ms'], now_ms)}")
+    disk = doc["disk"]
+    lines.append(f"disk     database {disk['database_bytes'] / 1e6:.1f} MB, backlog {disk['backlog_bytes'] / 1e6:.1f} "
+                 f"of {disk['budget_bytes'] / 1e6:.0f} MB budget, {disk['free_bytes'] / 1e9:.1f} GB free")
+    lines.append(f"referral random rate {doc['random_rate']}")
+    lines.append("alarms   " + ("none" if not doc["alarms"] else ""))
+    for a in doc["alarms"]:
+        lines.append(paint.bad(f"  {a['alarm']}") + f" since {_age(a['since_ms'], now_ms)}: {a['detail']}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    cfg = load_config(args)
+    if cfg is None:
+        return 2
+    try:
+        doc = gather(cfg)
+    except StoreError as e:
+        if args.json:
+            print_json({"error": str(e)})
+        else:
+            print(f"laneagent status: cannot read the lane's state: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print_json(doc)
+    else:
+        print(render(doc, Paint()))
+    return 0 if doc["healthy"] else 1

@@ -1,0 +1,245 @@
+"""The core thread: the one writer, where reads become passages and passages events.
+
+Everything that changes the database arrives here through one queue: tag reports
+from the reader sessions, PUBACKs and cache messages from the back-end links. The
+loop batches what arrived within COMMIT_WINDOW_S into one transaction (group commit),
+so a report is durable within 250 ms and an event commits together with the reads it
+consumes and the deliveries it owes.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
+
+from agent.config import Config
+from agent.errors import DownlinkRejected
+from agent.lane import event as ev
+from agent.lane.findings import findings_for, referral_for
+from agent.lane.linking import link
+from agent.lane.passage import Aggregator, Closed, Read
+from agent.readers.report import TagReport
+from agent.store.cache import CacheView, classify
+from agent.store.writer import StoreWriter
+
+log = logging.getLogger(__name__)
+
+COMMIT_WINDOW_S = 0.1  # well inside the 250 ms promise, and still batches a busy line
+MAX_BATCH = 5000
+
+
+@dataclass
+class CacheHandoff:
+    """A validated cache message from one back end, and how to answer it."""
+
+    backend: str
+    msg: dict
+    request_resync: Callable[[str, int], None]  # (source, have_seq)
+
+
+class LaneCore:
+    def __init__(self, cfg: Config, writer: StoreWriter, wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)):
+        self.cfg = cfg
+        self.writer = writer
+        self.wall_ms = wall_ms
+        self.cache = CacheView(writer.conn)
+        self.aggregator = Aggregator(cfg.aggregation)
+        self.inbox: queue.Queue = queue.Queue()
+        self.counters: Counter = Counter()
+        self.random_rate = cfg.referral.random_rate
+        self.last_loop_mono = time.monotonic()
+        self.last_commit_mono = time.monotonic()
+        self.on_committed: list[Callable[[], None]] = []  # links wake up to drain
+        self.on_delivered: dict[str, Callable[[list], None]] = {}  # backend -> told after the mark commits
+        self.held_cache: dict[str, list[CacheHandoff]] = {}  # source -> messages after a gap
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="core", daemon=True)
+
+    # --- called from other threads -------------------------------------------------------
+    def submit_read(self, reader: str, report: TagReport, mono: float, wall_ms: int) -> None:
+        self.inbox.put(("read", reader, report, mono, wall_ms))
+
+    def submit_delivered(self, backend: str, items: list[tuple[str, int]]) -> None:
+        self.inbox.put(("delivered", backend, items))
+
+    def submit_cache(self, handoff: CacheHandoff) -> None:
+        self.inbox.put(("cache", handoff))
+
+    def submit_alert(self, alert: dict, backends: list[str]) -> None:
+        self.inbox.put(("alert", alert, backends))
+
+    def start(self) -> None:
+        self.replay_journal()
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Commit what is queued, then stop. Open passages stay in the journal for the restart."""
+        self._stop.set()
+        self.inbox.put(("wake",))
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # --- the loop -------------------------------------------------------------------------
+    def replay_journal(self) -> None:
+        """Rebuild open passages from reads journaled before a restart or crash."""
+        rows = self.writer.open_reads()
+        if not rows:
+            return
+        now_mono, now_wall = time.monotonic(), self.wall_ms()
+        closed: list[Closed] = []
+        for read_id, reader, epc, antenna, rssi, count, wall_ms in rows:
+            t = now_mono - max(0, now_wall - wall_ms) / 1000
+            closed += self.aggregator.add(Read(read_id, reader, epc, antenna, rssi, count, wall_ms, t))
+        for c in closed + self.aggregator.tick(now_mono):
+            self._close_safely(c)
+        log.info("replayed %d journaled reads after restart", len(rows))
+
+    def _run(self) -> None:
+        while True:
+            self.last_loop_mono = time.monotonic()
+            batch = self._collect()
+            stopping = self._stop.is_set()
+            try:
+                self._process(batch)
+            except Exception:
+                # A failed batch rolls back whole; its reads are lost to this run only if the
+                # failure repeats, and each is logged. Never let the writer thread die.
+                self.counters["batch_failures"] += 1
+                log.exception("core batch of %d items failed and was rolled back", len(batch))
+                time.sleep(0.5)
+            if stopping:
+                return
+
+    def _collect(self) -> list[tuple]:
+        deadline = self.aggregator.next_deadline()
+        timeout = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+        try:
+            batch = [self.inbox.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        window_end = time.monotonic() + COMMIT_WINDOW_S
+        while len(batch) < MAX_BATCH:
+            remaining = window_end - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(self.inbox.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return batch
+
+    def _process(self, batch: list[tuple]) -> None:
+        reads = [item for item in batch if item[0] == "read"]
+        delivered: dict[str, list] = {}
+        # First the journal and the outbox marks, so that nothing the lane logic does
+        # afterwards can roll back a read that arrived.
+        with self.writer.transaction():
+            ids = self.writer.journal([
+                (r, rep.epc, rep.antenna, rep.rssi, rep.count or 1, wall) for _, r, rep, _, wall in reads])
+            for item in batch:
+                if item[0] == "delivered":
+                    self.writer.mark_delivered(item[1], item[2], self.wall_ms())
+                    delivered.setdefault(item[1], []).extend(item[2])
+                elif item[0] == "cache":
+                    self._apply_cache(item[1])
+                elif item[0] == "alert":
+                    self.writer.add_alert(item[1], item[2], self.wall_ms())
+        self.counters["reads"] += len(reads)
+        closed: list[Closed] = []
+        for read_id, (_, reader, rep, mono, wall) in zip(ids, reads):
+            closed += self.aggregator.add(Read(read_id, reader, rep.epc, rep.antenna, rep.rssi, rep.count or 1,
+                                               wall, mono))
+        closed += self.aggregator.tick(time.monotonic())
+        for c in closed:
+            self._close_safely(c)
+        self.last_commit_mono = time.monotonic()
+        for backend, items in delivered.items():
+            if backend in self.on_delivered:
+                self.on_delivered[backend](items)
+        for wake in self.on_committed:
+            wake()
+
+    def _close_safely(self, closed: Closed) -> None:
+        """One passage, one transaction: the event, its alerts, its deliveries, its reads consumed."""
+        try:
+            with self.writer.transaction():
+                self._close(closed)
+        except Exception as e:
+            # Say so loudly and keep the reads accounted for, rather than retry forever.
+            self.counters["event_failures"] += 1
+            log.exception("could not build the event of a passage (%d reads)", len(closed.read_ids))
+            with self.writer.transaction():
+                self.writer.consume(closed.read_ids, "error")
+                self.writer.add_alert(ev.alarm_alert("event_failed", self.wall_ms(), reads=len(closed.read_ids),
+                                                     error=type(e).__name__),
+                                      [b.name for b in self.cfg.backends if "alerts" in b.share], self.wall_ms())
+
+    def _close(self, closed: Closed) -> None:
+        if closed.passage is None:
+            self.writer.consume(closed.read_ids, "stray")
+            self.counters["stray_reads"] += len(closed.read_ids)
+            return
+        now_ms = self.wall_ms()
+        cfg = self.cfg
+        linked = link(closed.passage, self.cache, cfg.aggregation.min_reads, cfg.lane.entering, now_ms,
+                      cfg.lane.eta_window_h)
+        findings, hits = findings_for(linked, self.cache, now_ms)
+        referral = referral_for(findings, cfg.referral.refer_on, self.random_rate)
+        draft = ev.draft(closed.passage, linked, findings, referral, hits, cfg.aggregation.min_reads)
+        seq, head = self.writer.chain_state()
+        event = ev.finish(draft, cfg, seq, head)
+        self.writer.add_event(event, [b.name for b in cfg.backends], now_ms)
+        for hit in hits:
+            alert = ev.lookout_alert(hit, event, now_ms)
+            to = [b.name for b in cfg.backends if "alerts" in b.share
+                  and (b.country == hit.source or "foreign_alerts" in b.share)]
+            self.writer.add_alert(alert, to, now_ms)
+        self.writer.consume(closed.read_ids, event["event_id"])
+        self.counters["events"] += 1
+        self.counters["referrals"] += referral["refer"]
+        log.info("passage closed (%s): seq %d, %d tags, findings %s, refer %s", closed.reason, seq,
+                 len(event["tags"]), ",".join(f["code"] for f in findings) or "-", referral["refer"])
+
+    def _apply_cache(self, handoff: CacheHandoff) -> None:
+        msg, source = handoff.msg, handoff.msg["source"]
+        outcome = classify(self.writer.conn, msg)
+        if outcome == "gap":
+            held = self.held_cache.setdefault(source, [])
+            if not any(h.msg["seq"] == msg["seq"] for h in held):
+                held.append(handoff)
+            self.counters["cache_gaps"] += 1
+            have = self.writer.conn.execute("SELECT seq FROM cache_sources WHERE source = ?", (source,)).fetchone()
+            handoff.request_resync(source, have[0] if have else 0)
+            log.warning("cache gap from %s at seq %d: asked for a resync", source, msg["seq"])
+            return
+        if outcome == "duplicate":
+            self.counters["cache_duplicates"] += 1
+            return
+        result = self.writer.apply_cache(msg, self.wall_ms())
+        self.counters["cache_messages"] += 1
+        log.info("cache %s from %s seq %d: %d records", msg["op"], source, result.seq, result.records)
+        # Messages held behind a gap may now follow on.
+        held = sorted(self.held_cache.pop(source, []), key=lambda h: h.msg["seq"])
+        for h in held:
+            if classify(self.writer.conn, h.msg) == "apply":
+                self.writer.apply_cache(h.msg, self.wall_ms())
+                self.counters["cache_messages"] += 1
+            elif classify(self.writer.conn, h.msg) == "gap":
+                self.held_cache.setdefault(source, []).append(h)
+
+    def reject_downlink(self, backend: str, error: DownlinkRejected, share_alerts: bool) -> None:
+        """Count a refused downlink message and tell the back end that sent it."""
+        self.counters[f"downlink_rejected_{error.reason}"] += 1
+        self.counters["downlink_rejected"] += 1
+        log.warning("downlink from %s rejected (%s): %s", backend, error.reason, error)
+        if share_alerts:
+            self.submit_alert(ev.alarm_alert("downlink_rejected", self.wall_ms(), cause=error.reason,
+                                             message=str(error)[:200]), [backend])

@@ -1,0 +1,199 @@
+"""The cache of back-end records (DESIGN 2.6): validating, applying, looking up.
+
+`apply_cache_message` runs on the writer connection inside the caller's transaction;
+`CacheView` answers the lane's questions on any connection. Records of each source are
+kept apart: a snapshot from one country never touches the other's records.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from agent.errors import DownlinkRejected
+
+# kind -> (field holding the record's lookup key, field holding its expiry)
+KINDS: dict[str, tuple[str | None, str | None]] = {
+    "driver": ("card_epc", "card_expires_ms"),
+    "conveyance": ("transponder_epc", "decal_expires_ms"),
+    "equipment": ("tag_epc", None),
+    "trip": ("conveyance", None),
+    "shipment": ("trip", None),
+    "lookout": (None, "expires_ms"),
+}
+TAGGED_KINDS = ("driver", "conveyance", "equipment")
+SUBJECT_KINDS = ("driver", "conveyance", "equipment", "carrier", "epc")
+OPS = ("upsert", "delete", "snapshot")
+_EPC = re.compile(r"[0-9A-F]{4,124}")
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    outcome: str  # "applied", "duplicate", "gap"
+    source: str
+    seq: int
+    records: int = 0
+    last_seq: int | None = None
+
+
+def validate_cache_message(msg: Any, expected_source: str | None = None) -> dict:
+    """Check a decoded cache message against 2.6; raise DownlinkRejected saying why."""
+    def bad(why: str) -> DownlinkRejected:
+        return DownlinkRejected("schema", f"cache message rejected: {why}")
+
+    if not isinstance(msg, dict):
+        raise bad("not a CBOR map")
+    if msg.get("v") != 1 or msg.get("type") != "cache":
+        raise bad(f"v/type are {msg.get('v')!r}/{msg.get('type')!r}, want 1/'cache'")
+    source, seq, op, records = msg.get("source"), msg.get("seq"), msg.get("op"), msg.get("records")
+    if not isinstance(source, str) or not re.fullmatch(r"[A-Z]{2}", source):
+        raise bad(f"source {source!r} is not a country code")
+    if expected_source and source != expected_source:
+        raise DownlinkRejected("wrong_source", f"cache message for source {source} arrived from the {expected_source} back end")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise bad(f"seq {seq!r} is not a positive integer")
+    if op not in OPS:
+        raise bad(f"op {op!r} is not one of {', '.join(OPS)}")
+    if not isinstance(records, (list, tuple)):
+        raise bad("records is not an array")
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict) or rec.get("kind") not in KINDS or not isinstance(rec.get("id"), str) or not rec["id"]:
+            raise bad(f"records[{i}] needs a known kind and a non-empty string id")
+        if op == "delete":
+            continue
+        key_field, expiry_field = KINDS[rec["kind"]]
+        if key_field and key_field in rec and rec[key_field] is not None and not isinstance(rec[key_field], str):
+            raise bad(f"records[{i}].{key_field} must be a string")
+        if key_field and key_field.endswith("_epc") and isinstance(rec.get(key_field), str) \
+                and not _EPC.fullmatch(rec[key_field].upper()):
+            raise bad(f"records[{i}].{key_field} is not a hex EPC")
+        if expiry_field and rec.get(expiry_field) is not None and not isinstance(rec[expiry_field], int):
+            raise bad(f"records[{i}].{expiry_field} must be integer milliseconds")
+        if rec["kind"] == "lookout" and rec.get("subject_kind") not in SUBJECT_KINDS:
+            raise bad(f"records[{i}].subject_kind must be one of {', '.join(SUBJECT_KINDS)}")
+        if rec["kind"] == "trip":
+            for member in ("drivers", "equipment", "shipments"):
+                if not isinstance(rec.get(member, []), (list, tuple)):
+                    raise bad(f"records[{i}].{member} must be an array of ids")
+            if rec.get("eta_ms") is not None and not isinstance(rec["eta_ms"], int):
+                raise bad(f"records[{i}].eta_ms must be integer milliseconds")
+    return msg
+
+
+def last_seq(conn: sqlite3.Connection, source: str) -> int | None:
+    row = conn.execute("SELECT seq FROM cache_sources WHERE source = ?", (source,)).fetchone()
+    return row[0] if row else None
+
+
+def classify(conn: sqlite3.Connection, msg: dict) -> str:
+    """'apply', 'duplicate' (seq already applied) or 'gap' (an earlier message is missing)."""
+    seq, have = msg["seq"], last_seq(conn, msg["source"])
+    if msg["op"] == "snapshot":
+        return "duplicate" if have is not None and seq <= have else "apply"
+    if have is None:
+        return "apply" if seq == 1 else "gap"
+    if seq <= have:
+        return "duplicate"
+    return "apply" if seq == have + 1 else "gap"
+
+
+def apply_cache_message(conn: sqlite3.Connection, msg: dict, now_ms: int) -> ApplyResult:
+    """Apply a validated message idempotently; the caller holds the transaction."""
+    source, seq = msg["source"], msg["seq"]
+    outcome = classify(conn, msg)
+    if outcome != "apply":
+        return ApplyResult(outcome, source, seq, last_seq=last_seq(conn, source))
+    if msg["op"] == "snapshot":
+        conn.execute("DELETE FROM cache_records WHERE source = ?", (source,))
+        conn.execute("DELETE FROM trip_members WHERE source = ?", (source,))
+    for rec in msg["records"]:
+        _delete(conn, source, rec["kind"], rec["id"])
+        if msg["op"] != "delete":
+            _insert(conn, source, rec)
+    conn.execute(
+        "INSERT INTO cache_sources(source, seq, updated_ms) VALUES (?, ?, ?) "
+        "ON CONFLICT(source) DO UPDATE SET seq = excluded.seq, updated_ms = excluded.updated_ms",
+        (source, seq, now_ms))
+    return ApplyResult("applied", source, seq, records=len(msg["records"]))
+
+
+def _delete(conn: sqlite3.Connection, source: str, kind: str, rid: str) -> None:
+    conn.execute("DELETE FROM cache_records WHERE source = ? AND kind = ? AND id = ?", (source, kind, rid))
+    if kind == "trip":
+        conn.execute("DELETE FROM trip_members WHERE source = ? AND trip_id = ?", (source, rid))
+
+
+def _insert(conn: sqlite3.Connection, source: str, rec: dict) -> None:
+    kind = rec["kind"]
+    key_field, expiry_field = KINDS[kind]
+    if kind == "lookout":
+        key = f"{rec['subject_kind']}:{rec.get('subject')}"
+    else:
+        key = rec.get(key_field) if key_field else None
+        if key and key_field.endswith("_epc"):
+            key = key.upper()
+    conn.execute(
+        "INSERT INTO cache_records(source, kind, id, key, eta_ms, expires_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (source, kind, rec["id"], key, rec.get("eta_ms") if kind == "trip" else None,
+         rec.get(expiry_field) if expiry_field else None, json.dumps(_plain(rec), sort_keys=True)))
+    if kind == "trip":
+        members = [("driver", d) for d in rec.get("drivers", ())] + [("equipment", e) for e in rec.get("equipment", ())]
+        conn.executemany(
+            "INSERT OR IGNORE INTO trip_members(source, member_kind, member_id, trip_id) VALUES (?, ?, ?, ?)",
+            [(source, mk, str(mid), rec["id"]) for mk, mid in members])
+
+
+def _plain(value: Any) -> Any:
+    """cbor2 decodes arrays inside tags as tuples; store plain JSON types."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class CacheView:
+    """Read-side lookups the lane needs to link a passage; any connection will do."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def tagged(self, epc: str) -> list[tuple[str, str, dict]]:
+        """(source, kind, record) of every driver card, transponder or equipment tag with this EPC."""
+        rows = self.conn.execute(
+            "SELECT source, kind, body FROM cache_records WHERE kind IN ('driver', 'conveyance', 'equipment') "
+            "AND key = ?", (epc,)).fetchall()
+        return [(s, k, json.loads(b)) for s, k, b in rows]
+
+    def record(self, source: str, kind: str, rid: str) -> dict | None:
+        row = self.conn.execute("SELECT body FROM cache_records WHERE source = ? AND kind = ? AND id = ?",
+                                (source, kind, rid)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def trips_of_conveyance(self, source: str, conveyance_id: str) -> list[dict]:
+        rows = self.conn.execute("SELECT body FROM cache_records WHERE kind = 'trip' AND key = ? AND source = ?",
+                                 (conveyance_id, source)).fetchall()
+        return [json.loads(b) for (b,) in rows]
+
+    def trips_of_member(self, source: str, member_kind: str, member_id: str) -> list[dict]:
+        rows = self.conn.execute(
+            "SELECT c.body FROM trip_members m JOIN cache_records c "
+            "ON c.source = m.source AND c.kind = 'trip' AND c.id = m.trip_id "
+            "WHERE m.source = ? AND m.member_kind = ? AND m.member_id = ?", (source, member_kind, member_id)).fetchall()
+        return [json.loads(b) for (b,) in rows]
+
+    def lookouts(self, subject_kind: str, subject: str, now_ms: int) -> list[tuple[str, dict]]:
+        """Unexpired lookouts on a subject, as (source, record)."""
+        rows = self.conn.execute(
+            "SELECT source, body FROM cache_records WHERE kind = 'lookout' AND key = ? "
+            "AND (expires_ms IS NULL OR expires_ms > ?)", (f"{subject_kind}:{subject}", now_ms)).fetchall()
+        return [(s, json.loads(b)) for s, b in rows]
+
+    def sources(self) -> list[dict]:
+        rows = self.conn.execute(
+            "SELECT s.source, s.seq, s.updated_ms, (SELECT count(*) FROM cache_records c WHERE c.source = s.source) "
+            "FROM cache_sources s ORDER BY s.source").fetchall()
+        return [{"source": s, "seq": q, "updated_ms": u, "records": n} for s, q, u, n in rows]

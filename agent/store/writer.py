@@ -1,0 +1,92 @@
+"""The one writer: every change to the database goes through here, on one thread.
+
+The core thread batches its work and calls these inside `transaction()`, so a batch
+of reads, the events they close and the deliveries those events owe all commit
+together (group commit), or not at all.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from typing import Iterable, Iterator
+
+import cbor2
+
+from agent.lane.event import canonical
+from agent.store.cache import ApplyResult, apply_cache_message
+from agent.store.db import open_writer
+
+
+class StoreWriter:
+    def __init__(self, path: str):
+        self.path = path
+        self.conn: sqlite3.Connection = open_writer(path)
+        self.commits = 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+        self.commits += 1
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- the read journal ---------------------------------------------------------
+    def journal(self, rows: list[tuple[str, str, int, float | None, int, int]]) -> list[int]:
+        """Insert (reader, epc, antenna, rssi, count, wall_ms) rows; returns their ids in order."""
+        cur = self.conn.cursor()
+        ids = []
+        for row in rows:
+            cur.execute("INSERT INTO reads(reader, epc, antenna, rssi, count, wall_ms) VALUES (?, ?, ?, ?, ?, ?)", row)
+            ids.append(cur.lastrowid)
+        return ids
+
+    def consume(self, read_ids: Iterable[int], by: str) -> None:
+        self.conn.executemany("UPDATE reads SET consumed_by = ? WHERE id = ?", [(by, i) for i in read_ids])
+
+    def open_reads(self) -> list[tuple]:
+        """Journaled reads no event has consumed yet, oldest first (for the restart replay)."""
+        return self.conn.execute(
+            "SELECT id, reader, epc, antenna, rssi, count, wall_ms FROM reads WHERE consumed_by IS NULL ORDER BY id"
+        ).fetchall()
+
+    # --- events, alerts, the outbox -------------------------------------------------
+    def chain_state(self) -> tuple[int, str]:
+        return self.conn.execute("SELECT next_seq, head_hash FROM lane_state WHERE id = 1").fetchone()
+
+    def add_event(self, event: dict, backends: Iterable[str], now_ms: int) -> None:
+        """Store a sealed event, advance the chain and owe it to every back end."""
+        body = canonical(event)
+        self.conn.execute(
+            "INSERT INTO events(seq, event_id, created_ms, started_ms, ended_ms, hash, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (event["seq"], event["event_id"], now_ms, event["started_ms"], event["ended_ms"], event["hash"], body))
+        self.conn.execute("UPDATE lane_state SET next_seq = ?, head_hash = ? WHERE id = 1",
+                          (event["seq"] + 1, event["hash"]))
+        self.conn.executemany(
+            "INSERT INTO deliveries(backend, item_type, item_id, bytes, created_ms) VALUES (?, 'event', ?, ?, ?)",
+            [(b, event["seq"], len(body), now_ms) for b in backends])
+
+    def add_alert(self, alert: dict, backends: Iterable[str], now_ms: int) -> None:
+        body = cbor2.dumps(alert)
+        cur = self.conn.execute("INSERT INTO alerts(alert_id, kind, created_ms, body) VALUES (?, ?, ?, ?)",
+                                (alert["alert_id"], alert["kind"], now_ms, body))
+        self.conn.executemany(
+            "INSERT INTO deliveries(backend, item_type, item_id, bytes, created_ms) VALUES (?, 'alert', ?, ?, ?)",
+            [(b, cur.lastrowid, len(body), now_ms) for b in backends])
+
+    def mark_delivered(self, backend: str, items: Iterable[tuple[str, int]], now_ms: int) -> None:
+        self.conn.executemany(
+            "UPDATE deliveries SET delivered_ms = ?, attempts = attempts + 1 "
+            "WHERE backend = ? AND item_type = ? AND item_id = ? AND delivered_ms IS NULL",
+            [(now_ms, backend, t, i) for t, i in items])
+
+    # --- the cache --------------------------------------------------------------------
+    def apply_cache(self, msg: dict, now_ms: int) -> ApplyResult:
+        return apply_cache_message(self.conn, msg, now_ms)
