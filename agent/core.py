@@ -55,7 +55,6 @@ class LaneCore:
         self.last_loop_mono = time.monotonic()
         self.last_commit_mono = time.monotonic()
         self.on_committed: list[Callable[[], None]] = []  # links wake up to drain
-        self.on_delivered: dict[str, Callable[[list], None]] = {}  # backend -> told after the mark commits
         self.held_cache: dict[str, list[CacheHandoff]] = {}  # source -> messages after a gap
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="core", daemon=True)
@@ -146,12 +145,13 @@ class LaneCore:
                 (r, rep.epc, rep.antenna, rep.rssi, rep.count or 1, wall) for _, r, rep, _, wall in reads])
             for item in batch:
                 if item[0] == "delivered":
-                    self.writer.mark_delivered(item[1], item[2], self.wall_ms())
                     delivered.setdefault(item[1], []).extend(item[2])
                 elif item[0] == "cache":
                     self._apply_cache(item[1])
                 elif item[0] == "alert":
                     self.writer.add_alert(item[1], item[2], self.wall_ms())
+            for backend, items in delivered.items():
+                self.writer.mark_delivered(backend, items, self.wall_ms())
         self.counters["reads"] += len(reads)
         closed: list[Closed] = []
         for read_id, (_, reader, rep, mono, wall) in zip(ids, reads):
@@ -161,9 +161,6 @@ class LaneCore:
         for c in closed:
             self._close_safely(c)
         self.last_commit_mono = time.monotonic()
-        for backend, items in delivered.items():
-            if backend in self.on_delivered:
-                self.on_delivered[backend](items)
         for wake in self.on_committed:
             wake()
 

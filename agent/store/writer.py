@@ -82,11 +82,24 @@ class StoreWriter:
             [(b, cur.lastrowid, len(body), now_ms) for b in backends])
 
     def mark_delivered(self, backend: str, items: Iterable[tuple[str, int]], now_ms: int) -> None:
+        # PUBACKs come nearly in order, so runs of consecutive ids collapse into one
+        # range update each: a drain after an outage marks thousands a second.
         self.conn.executemany(
             "UPDATE deliveries SET delivered_ms = ?, attempts = attempts + 1 "
-            "WHERE backend = ? AND item_type = ? AND item_id = ? AND delivered_ms IS NULL",
-            [(now_ms, backend, t, i) for t, i in items])
+            "WHERE backend = ? AND item_type = ? AND item_id BETWEEN ? AND ? AND delivered_ms IS NULL",
+            [(now_ms, backend, t, lo, hi) for t, lo, hi in _runs(items)])
 
     # --- the cache --------------------------------------------------------------------
     def apply_cache(self, msg: dict, now_ms: int) -> ApplyResult:
         return apply_cache_message(self.conn, msg, now_ms)
+
+
+def _runs(items: Iterable[tuple[str, int]]) -> list[tuple[str, int, int]]:
+    """(type, first, last) for each run of consecutive ids of one type."""
+    runs: list[tuple[str, int, int]] = []
+    for item_type, item_id in sorted(set(items)):
+        if runs and runs[-1][0] == item_type and runs[-1][2] == item_id - 1:
+            runs[-1] = (item_type, runs[-1][1], item_id)
+        else:
+            runs.append((item_type, item_id, item_id))
+    return runs

@@ -72,6 +72,7 @@ class BackendLink:
         self._tokens_mono = time.monotonic()
         self._hold_until = 0.0
         self._connect_mono = 0.0
+        self._delivered: list[tuple[str, int]] = []  # PUBACKed this loop, handed to the core in one go
         self._control: queue.Queue = queue.Queue()  # publishes asked for by other threads
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -134,6 +135,9 @@ class BackendLink:
                     self._wake.clear()
                     continue
             self.client.loop(timeout=LOOP_TIMEOUT_S)
+            if self._delivered:
+                self.core.submit_delivered(self.backend.name, self._delivered)
+                self._delivered = []
             if self.connected:
                 attempt = 0
                 self._send_control()
@@ -223,7 +227,7 @@ class BackendLink:
         if item_type == "event" and self.backend.require_ack:
             self._awaiting_ack[item_id] = time.monotonic()
         else:
-            self.core.submit_delivered(self.backend.name, [(item_type, item_id)])
+            self._delivered.append((item_type, item_id))
 
     def _on_message(self, client, userdata, message) -> None:
         max_bytes = self.cfg.store.max_message_kb * 1024
