@@ -49,6 +49,7 @@ class AggregationConfig:
     max_passage_s: float = 30.0
     min_reads: int = 2
     min_rssi: float = -75
+    rearm_s: float = 30.0  # our addition: a closed passage's tags count again after this long unseen
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ AGGREGATION = {
     "max_passage_s": (NUM, False, _positive),
     "min_reads": (int, False, _positive),
     "min_rssi": (NUM, False, None),
+    "rearm_s": (NUM, False, _positive),
 }
 REFERRAL = {
     "random_rate": (NUM, False, _rate),

@@ -30,6 +30,7 @@ idle_close_s = 1.0
 max_passage_s = 20.0
 min_reads = 2
 min_rssi = -75
+rearm_s = 1.0
 {aggregation}
 
 [referral]

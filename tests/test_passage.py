@@ -3,7 +3,7 @@
 from agent.config import AggregationConfig
 from agent.lane.passage import Aggregator, Read
 
-CFG = AggregationConfig(idle_close_s=2.0, max_passage_s=30.0, min_reads=2, min_rssi=-75)
+CFG = AggregationConfig(idle_close_s=2.0, max_passage_s=30.0, min_reads=2, min_rssi=-75, rearm_s=5.0)
 
 
 class Feed:
@@ -78,18 +78,29 @@ def test_lone_stray_read_makes_no_passage():
 
 
 def test_max_duration_closes_and_same_tags_do_not_reopen_until_they_leave():
-    f = Feed(AggregationConfig(idle_close_s=2.0, max_passage_s=10.0, min_reads=2, min_rssi=-75))
+    f = Feed(AggregationConfig(idle_close_s=2.0, max_passage_s=10.0, min_reads=2, min_rssi=-75, rearm_s=5.0))
     t = 0.0
-    while t < 15:  # a truck parked at the booth
+    while t < 180:  # a truck parked at the booth for three minutes
         f.read(t, "TRUCK")
         t += 0.5
-    f.tick(15)
+    f.tick(181)
     assert [c.reason for c in f.passages()] == ["max_duration"]
-    f.tick(20)  # it left the field
+    f.tick(190)  # it left the field more than rearm_s ago
     for i in range(4):
-        f.read(21 + i * 0.2, "TRUCK")
-    f.tick(30)
+        f.read(191 + i * 0.2, "TRUCK")
+    f.tick(200)
     assert [c.reason for c in f.passages()] == ["max_duration", "idle"]
+
+
+def test_tags_fading_for_a_moment_do_not_make_a_second_truck():
+    f = Feed()
+    for i in range(5):
+        f.read(i * 0.2, "TRUCK")
+    f.tick(3.9)  # closed on idle
+    for i in range(5):  # read again 3 s after the last read: within rearm_s
+        f.read(4.0 + i * 0.2, "TRUCK")
+    f.tick(20)
+    assert len(f.passages()) == 1
 
 
 def test_read_count_metadata_counts_towards_min_reads():

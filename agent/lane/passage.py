@@ -4,8 +4,9 @@ Pure logic on a monotonic timeline `t` (seconds): no I/O, no clock of its own, s
 the same code runs live and when the journal is replayed after a restart. One truck
 is in the lane at a time: a passage opens on the first good read, takes every good
 read until none of its tags was read for `idle_close_s` (or `max_passage_s` passed),
-and then closes. Tags still in the field after a forced close are held back until
-they have left it, so a slow truck does not become two.
+and then closes. The tags of a closed passage are held back until they have been out
+of the field for `rearm_s`, so a truck parked at the booth, or one whose tags fade for
+a moment, does not become two trucks.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class Aggregator:
     def __init__(self, cfg: AggregationConfig):
         self.cfg = cfg
         self.open: Passage | None = None
-        self.held: dict[str, float] = {}  # epc -> last seen, for tags still in the field after a forced close
+        self.held: dict[str, float] = {}  # epc -> last seen, for tags of a closed passage
         self.strays: list[int] = []  # read ids that belong to no passage, to be marked consumed
 
     def add(self, read: Read) -> list[Closed]:
@@ -112,13 +113,12 @@ class Aggregator:
     def tick(self, now: float) -> list[Closed]:
         """Close what time has closed; call often (the core calls it every loop)."""
         closed: list[Closed] = []
-        self.held = {epc: t for epc, t in self.held.items() if now - t < self.cfg.idle_close_s}
+        self.held = {epc: t for epc, t in self.held.items() if now - t < self.cfg.rearm_s}
         p = self.open
         if p is not None:
             if now - p.last_t >= self.cfg.idle_close_s:
                 closed.append(self._close("idle"))
             elif now - p.opened_t >= self.cfg.max_passage_s:
-                self.held.update({epc: p.last_t for epc in p.tags})
                 closed.append(self._close("max_duration"))
         if self.strays:
             closed.append(Closed(None, self.strays, "stray"))
@@ -133,6 +133,7 @@ class Aggregator:
 
     def _close(self, reason: str) -> Closed:
         p, self.open = self.open, None
+        self.held.update({epc: p.last_t for epc, s in p.tags.items() if s.reads >= self.cfg.min_reads})
         if not p.qualifying(self.cfg.min_reads):
             return Closed(None, p.read_ids, "stray")
         return Closed(p, p.read_ids, reason)

@@ -1,0 +1,42 @@
+"""`make bench`: every benchmark, printed as a table and written to bench-results.json.
+
+Each figure is measured beside a baseline in the same run (the machine is noisy, so
+ratios count more than absolute numbers). Nothing here is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+
+from tests.bench import codec_bench, drain_bench
+
+
+def main() -> int:
+    results: dict = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "python": sys.version.split()[0],
+                     "machine": platform.machine()}
+    print("laneagent benchmarks (figures, not pass/fail; see DESIGN part 4 for the bars)\n", flush=True)
+    print("ThingMagic codec ...", flush=True)
+    results["codec_thingmagic"] = codec_bench.run()
+    print(f"  {results['codec_thingmagic']}", flush=True)
+    print("Backlog drain, 20,000 events to two brokers ...", flush=True)
+    results["drain"] = drain_bench.run(20_000)
+    print(f"  {results['drain']}", flush=True)
+    with open("bench-results.json", "w") as f:
+        json.dump(results, f, indent=2)
+    print("\n| figure | value | bar |\n|---|---|---|")
+    codec = results["codec_thingmagic"]
+    rate = codec.get("reports_per_s") or codec.get("tag_reports_per_s")
+    print(f"| ThingMagic codec, tag reports/s | {rate:,.0f} | >= 200,000 |")
+    drain = results["drain"]
+    print(f"| drain, events/s per back end (2 back ends) | {drain['drain_events_per_s_per_backend']:,} | |")
+    print(f"| bare paho QoS 1 loops, events/s per broker | {drain['bare_paho_events_per_s_per_broker']:,} | |")
+    print(f"| drain / bare paho | {drain['ratio']:.2f} | >= 0.70 |")
+    print("\nwritten: bench-results.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
