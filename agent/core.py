@@ -25,12 +25,14 @@ from agent.lane.linking import link
 from agent.lane.passage import Aggregator, Closed, Read
 from agent.readers.report import TagReport
 from agent.store.cache import CacheView, classify
+from agent.store.retention import purge_step
 from agent.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
 COMMIT_WINDOW_S = 0.1  # well inside the 250 ms promise, and still batches a busy line
 MAX_BATCH = 5000
+PURGE_EVERY_S = 600.0  # when the last round found nothing; while it finds rows, every loop
 
 
 @dataclass
@@ -56,6 +58,7 @@ class LaneCore:
         self.last_commit_mono = time.monotonic()
         self.on_committed: list[Callable[[], None]] = []  # links wake up to drain
         self.held_cache: dict[str, list[CacheHandoff]] = {}  # source -> messages after a gap
+        self.next_purge_mono = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="core", daemon=True)
 
@@ -160,9 +163,19 @@ class LaneCore:
         closed += self.aggregator.tick(time.monotonic())
         for c in closed:
             self._close_safely(c)
+        if time.monotonic() >= self.next_purge_mono:
+            self._purge()
         self.last_commit_mono = time.monotonic()
         for wake in self.on_committed:
             wake()
+
+    def _purge(self) -> None:
+        """One small retention round; repeated each loop while it still finds rows."""
+        with self.writer.transaction() as conn:
+            done = purge_step(conn, self.wall_ms(), self.cfg.store.retention_days)
+        for kind, n in done.items():
+            self.counters[f"purged_{kind}"] += n
+        self.next_purge_mono = time.monotonic() + (0.0 if done else PURGE_EVERY_S)
 
     def _close_safely(self, closed: Closed) -> None:
         """One passage, one transaction: the event, its alerts, its deliveries, its reads consumed."""
