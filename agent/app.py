@@ -48,6 +48,7 @@ class Daemon:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stop.set())
+        signal.signal(signal.SIGUSR1, lambda *_: self.retry_now())  # `laneagent queue retry`
         self.core.start()
         for link in self.links:
             link.start()
@@ -83,6 +84,11 @@ class Daemon:
         self._write_status(state="stopped")
         self.writer.close()
         log.info("stopped")
+
+    def retry_now(self) -> None:
+        log.info("retry requested: links reconnect and re-offer every undelivered item")
+        for link in self.links:
+            link.retry_now()
 
     # --- health ---------------------------------------------------------------------------------
     def problems(self) -> list[str]:

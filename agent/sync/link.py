@@ -72,6 +72,7 @@ class BackendLink:
         self._tokens_mono = time.monotonic()
         self._hold_until = 0.0
         self._connect_mono = 0.0
+        self._retry_requested = False
         self._delivered: list[tuple[str, int]] = []  # PUBACKed this loop, handed to the core in one go
         self._control: queue.Queue = queue.Queue()  # publishes asked for by other threads
         self._wake = threading.Event()
@@ -124,6 +125,11 @@ class BackendLink:
         next_health = time.monotonic() + HEALTH_EVERY_S
         while not self._stop.is_set():
             self.progress_mono = time.monotonic()
+            if self._retry_requested:
+                self._retry_requested = False
+                next_try, self._hold_until = 0.0, 0.0
+                self._awaiting_ack.clear()
+                self._cursor = {"alert": 0, "event": 0}  # in-flight items are skipped by _drain
             if not self.client.is_connected() and not self._connecting():
                 if time.monotonic() >= next_try:
                     attempt += 1
@@ -257,7 +263,11 @@ class BackendLink:
         for item_type, topic in (("alert", "alerts"), ("event", "events")):
             if room <= 0:
                 break
+            in_flight = {(t, i) for t, i, _ in self._inflight.values()}
             for item_id, body in outbox.pending(self.backend.name, item_type, self._cursor[item_type], room):
+                if (item_type, item_id) in in_flight:
+                    self._cursor[item_type] = item_id
+                    continue
                 payload = encode_event(body, self.backend, self.cfg.lane) if item_type == "event" else body
                 info = self.client.publish(f"{self.base}/{topic}", payload, qos=1)
                 if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_QUEUE_SIZE):
@@ -295,6 +305,11 @@ class BackendLink:
         for seq in due:
             del self._awaiting_ack[seq]
             self._cursor["event"] = min(self._cursor["event"], seq - 1)
+
+    def retry_now(self) -> None:
+        """Skip the reconnect back-off and re-offer everything not in flight (any thread)."""
+        self._retry_requested = True
+        self._wake.set()
 
     def request_resync(self, source: str, have_seq: int) -> None:
         """Ask our back end for a snapshot (called from the core thread)."""
