@@ -49,10 +49,11 @@ class ReaderSim:
     def __init__(self, workdir: Path, passes: list[dict], extra: list[str] = ()):
         scenario = workdir / "scenario.json"
         scenario.write_text(json.dumps({"read_rate_hz": 10, "repeat_every_s": 0, "passes": passes}))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "simulators.reader", "--dialect", "thingmagic", "--pty", "--scenario",
-             str(scenario), *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=open(workdir / "reader.log", "ab"),
-            text=True, start_new_session=True)
+        with open(workdir / "reader.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "simulators.reader", "--dialect", "thingmagic", "--pty", "--scenario",
+                 str(scenario), *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True,
+                start_new_session=True)
         self.path = self.proc.stdout.readline().strip()
         if not self.path.startswith("/dev/"):
             raise RuntimeError(f"reader simulator printed {self.path!r}, not a device path")
@@ -65,6 +66,7 @@ class ReaderSim:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        self.proc.stdout.close()
 
 
 class Agent:
@@ -73,9 +75,9 @@ class Agent:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Agent":
-        self.log = open(self.workdir / "agent.log", "ab")
-        self.proc = subprocess.Popen(agent_cmd(self.config), cwd=ROOT, stdout=self.log, stderr=self.log,
-                                     start_new_session=True)
+        with open(self.workdir / "agent.log", "ab") as log:
+            self.proc = subprocess.Popen(agent_cmd(self.config), cwd=ROOT, stdout=log, stderr=log,
+                                         start_new_session=True)
         return self
 
     def kill(self, sig: int = signal.SIGKILL) -> int:
