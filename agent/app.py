@@ -38,7 +38,8 @@ class Daemon:
         self.started_ms = int(time.time() * 1000)
         self.writer = StoreWriter(cfg.store.path)
         self.core = LaneCore(cfg, self.writer)
-        self.links = [BackendLink(cfg, b, self.core, health=self.health, birth=self.birth) for b in cfg.backends]
+        self.links = [BackendLink(cfg, b, self.core, health=self.health, birth=self.birth, on_command=self.command)
+                      for b in cfg.backends]
         self.sessions = [registry.open_session(r, self.core.submit_read, self._reader_state) for r in cfg.readers]
         self.alarms: dict[str, dict] = {}
         self._stop = threading.Event()
@@ -84,6 +85,31 @@ class Daemon:
         self._write_status(state="stopped")
         self.writer.close()
         log.info("stopped")
+
+    def command(self, link: BackendLink, msg: dict) -> dict:
+        """A signed back-end command (runs on the core thread); ValueError = refused."""
+        name, args = msg["command"], msg.get("args", {})
+        if name == "ping":
+            return {"pong": True, "at_ms": int(time.time() * 1000)}
+        if name == "status":
+            return {**self.health(), "problems": self.problems()}
+        if name == "diag":
+            return {**self.health(), "problems": self.problems(), "counters": dict(self.core.counters),
+                    "inbox": self.core.inbox.qsize(), "threads": threading.active_count()}
+        if name == "resync":
+            source = link.backend.country
+            row = self.writer.conn.execute("SELECT seq FROM cache_sources WHERE source = ?", (source,)).fetchone()
+            self.core.resync_pending.add(source)
+            link.request_resync(source, row[0] if row else 0)
+            return {"requested": source, "have_seq": row[0] if row else 0}
+        if name == "set_random_rate":
+            rate = args.get("rate")
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 0.2:
+                raise ValueError("set_random_rate needs args.rate between 0 and 0.2")
+            old, self.core.random_rate = self.core.random_rate, float(rate)
+            log.warning("random referral rate changed by back end %s: %s -> %s", link.backend.name, old, rate)
+            return {"random_rate": self.core.random_rate, "was": old}
+        raise ValueError(f"unknown command {name!r}")
 
     def retry_now(self) -> None:
         log.info("retry requested: links reconnect and re-offer every undelivered item")

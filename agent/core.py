@@ -42,6 +42,18 @@ class CacheHandoff:
     backend: str
     msg: dict
     request_resync: Callable[[str, int], None]  # (source, have_seq)
+    signed: bool = False
+    share_alerts: bool = False
+
+
+@dataclass
+class CommandHandoff:
+    """A validated command: its seq is checked and stored here, then `execute` runs."""
+
+    backend: str
+    msg: dict
+    execute: Callable[[dict], None]
+    reject: Callable[[DownlinkRejected], None]
 
 
 class LaneCore:
@@ -59,6 +71,7 @@ class LaneCore:
         self.on_committed: list[Callable[[], None]] = []  # links wake up to drain
         self.held_cache: dict[str, list[CacheHandoff]] = {}  # source -> messages after a gap
         self.next_purge_mono = 0.0
+        self.resync_pending: set[str] = set()  # sources we asked for a snapshot
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="core", daemon=True)
 
@@ -71,6 +84,9 @@ class LaneCore:
 
     def submit_cache(self, handoff: CacheHandoff) -> None:
         self.inbox.put(("cache", handoff))
+
+    def submit_command(self, handoff: CommandHandoff) -> None:
+        self.inbox.put(("cmd", handoff))
 
     def submit_alert(self, alert: dict, backends: list[str]) -> None:
         self.inbox.put(("alert", alert, backends))
@@ -141,6 +157,7 @@ class LaneCore:
     def _process(self, batch: list[tuple]) -> None:
         reads = [item for item in batch if item[0] == "read"]
         delivered: dict[str, list] = {}
+        commands: list[CommandHandoff] = []
         # First the journal and the outbox marks, so that nothing the lane logic does
         # afterwards can roll back a read that arrived.
         with self.writer.transaction():
@@ -153,6 +170,9 @@ class LaneCore:
                     self._apply_cache(item[1])
                 elif item[0] == "alert":
                     self.writer.add_alert(item[1], item[2], self.wall_ms())
+                elif item[0] == "cmd":
+                    if self._accept_command(item[1]):
+                        commands.append(item[1])
             for backend, items in delivered.items():
                 self.writer.mark_delivered(backend, items, self.wall_ms())
         self.counters["reads"] += len(reads)
@@ -166,6 +186,8 @@ class LaneCore:
         if time.monotonic() >= self.next_purge_mono:
             self._purge()
         self.last_commit_mono = time.monotonic()
+        for command in commands:  # after the commit that recorded their seq
+            command.execute(command.msg)
         for wake in self.on_committed:
             wake()
 
@@ -218,22 +240,43 @@ class LaneCore:
         log.info("passage closed (%s): seq %d, %d tags, findings %s, refer %s", closed.reason, seq,
                  len(event["tags"]), ",".join(f["code"] for f in findings) or "-", referral["refer"])
 
+    def _accept_command(self, handoff: CommandHandoff) -> bool:
+        """A command's seq must be newer than the last one from its back end (replay guard)."""
+        conn = self.writer.conn
+        row = conn.execute("SELECT seq FROM downlink_seq WHERE backend = ? AND kind = 'cmd'",
+                           (handoff.backend,)).fetchone()
+        if row and handoff.msg["seq"] <= row[0]:
+            handoff.reject(DownlinkRejected("replay", f"command seq {handoff.msg['seq']} is not newer than {row[0]}"))
+            return False
+        conn.execute("INSERT INTO downlink_seq(backend, kind, seq) VALUES (?, 'cmd', ?) ON CONFLICT(backend, kind) "
+                     "DO UPDATE SET seq = excluded.seq", (handoff.backend, handoff.msg["seq"]))
+        return True
+
     def _apply_cache(self, handoff: CacheHandoff) -> None:
         msg, source = handoff.msg, handoff.msg["source"]
         outcome = classify(self.writer.conn, msg)
+        if outcome == "duplicate" and msg["op"] == "snapshot" and source in self.resync_pending:
+            outcome = "apply"  # the answer to our own resync request may reuse a seq
         if outcome == "gap":
             held = self.held_cache.setdefault(source, [])
             if not any(h.msg["seq"] == msg["seq"] for h in held):
                 held.append(handoff)
             self.counters["cache_gaps"] += 1
             have = self.writer.conn.execute("SELECT seq FROM cache_sources WHERE source = ?", (source,)).fetchone()
+            self.resync_pending.add(source)
             handoff.request_resync(source, have[0] if have else 0)
             log.warning("cache gap from %s at seq %d: asked for a resync", source, msg["seq"])
             return
         if outcome == "duplicate":
-            self.counters["cache_duplicates"] += 1
+            if handoff.signed:  # a signed message seen twice was replayed by someone
+                self.reject_downlink(handoff.backend, DownlinkRejected(
+                    "replay", f"cache seq {msg['seq']} from {source} was already applied"), handoff.share_alerts)
+            else:
+                self.counters["cache_duplicates"] += 1
             return
-        result = self.writer.apply_cache(msg, self.wall_ms())
+        if msg["op"] == "snapshot":
+            self.resync_pending.discard(source)
+        result = self.writer.apply_cache(msg, self.wall_ms(), force=True)
         self.counters["cache_messages"] += 1
         log.info("cache %s from %s seq %d: %d records", msg["op"], source, result.seq, result.records)
         # Messages held behind a gap may now follow on.

@@ -28,6 +28,15 @@ def run(args) -> int:
         for problem in e.problems:
             print(f"{e.path}: {problem}", file=sys.stderr)
         return 2
+    from agent.preflight import problems
+
+    found = problems(cfg)
+    if found:
+        print(f"laneagent: refusing to start, {len(found)} problem(s) with files the configuration names:",
+              file=sys.stderr)
+        for problem in found:
+            print(f"{cfg.path}: {problem}", file=sys.stderr)
+        return 2
     logsetup.configure(args.log_level)
     from agent.app import Daemon  # after the config check: importing opens nothing, but keeps start-up lean
 
@@ -36,4 +45,7 @@ def run(args) -> int:
     except StoreError as e:
         print(f"laneagent: cannot open the store: {e}", file=sys.stderr)
         return 1
+    except (OSError, ValueError) as e:  # a verify_key, certificate or password file that cannot be used
+        print(f"laneagent: refusing to start: {e}", file=sys.stderr)
+        return 2
     return daemon.run()

@@ -100,10 +100,13 @@ def classify(conn: sqlite3.Connection, msg: dict) -> str:
     return "apply" if seq == have + 1 else "gap"
 
 
-def apply_cache_message(conn: sqlite3.Connection, msg: dict, now_ms: int) -> ApplyResult:
-    """Apply a validated message idempotently; the caller holds the transaction."""
+def apply_cache_message(conn: sqlite3.Connection, msg: dict, now_ms: int, force: bool = False) -> ApplyResult:
+    """Apply a validated message idempotently; the caller holds the transaction.
+
+    `force` applies even when `classify` would not (the core decided: a snapshot that
+    answers our own resync request)."""
     source, seq = msg["source"], msg["seq"]
-    outcome = classify(conn, msg)
+    outcome = "apply" if force else classify(conn, msg)
     if outcome != "apply":
         return ApplyResult(outcome, source, seq, last_seq=last_seq(conn, source))
     if msg["op"] == "snapshot":

@@ -99,6 +99,15 @@ MIGRATIONS: list[str] = [
         updated_ms INTEGER NOT NULL
     );
     """,
+    # 2: signed command messages carry a seq per back end; a replayed one is refused.
+    """
+    CREATE TABLE downlink_seq (
+        backend TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (backend, kind)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -90,8 +90,8 @@ class StoreWriter:
             [(now_ms, backend, t, lo, hi) for t, lo, hi in _runs(items)])
 
     # --- the cache --------------------------------------------------------------------
-    def apply_cache(self, msg: dict, now_ms: int) -> ApplyResult:
-        return apply_cache_message(self.conn, msg, now_ms)
+    def apply_cache(self, msg: dict, now_ms: int, force: bool = False) -> ApplyResult:
+        return apply_cache_message(self.conn, msg, now_ms, force)
 
 
 def _runs(items: Iterable[tuple[str, int]]) -> list[tuple[str, int, int]]:

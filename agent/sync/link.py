@@ -25,11 +25,12 @@ from tenacity import wait_random_exponential
 
 from agent import __version__
 from agent.config import BackendConfig, Config
-from agent.core import CacheHandoff, LaneCore
+from agent.core import CacheHandoff, CommandHandoff, LaneCore
 from agent.errors import DownlinkRejected
 from agent.store.db import open_reader
 from agent.store.outbox import Outbox
 from agent.sync import downlink
+from agent.sync.cose import load_public_key
 from agent.sync.payload import encode_event
 
 log = logging.getLogger(__name__)
@@ -52,9 +53,12 @@ class _RetryState:
 
 class BackendLink:
     def __init__(self, cfg: Config, backend: BackendConfig, core: LaneCore,
-                 health: Callable[[], dict] = dict, birth: Callable[[], dict] = dict):
+                 health: Callable[[], dict] = dict, birth: Callable[[], dict] = dict,
+                 on_command: Callable[["BackendLink", dict], dict] | None = None):
         self.cfg, self.backend, self.core = cfg, backend, core
-        self.health, self.birth = health, birth
+        self.health, self.birth, self.on_command = health, birth, on_command
+        # A verify_key that cannot be read stops the start-up: no silent unsigned downlink.
+        self.verify_key = load_public_key(backend.verify_key) if backend.verify_key else None
         self.base = cfg.base_topic(backend)
         self.client_id = f"laneagent-{cfg.lane.port_code}-{cfg.lane.lane_id}-{backend.name}"
         self.connected = False
@@ -203,7 +207,8 @@ class BackendLink:
         log.info("back end %s: connected to %s:%d (session %s)", self.backend.name, self.backend.host,
                  self.backend.port, "resumed" if flags.session_present else "new")
         prefix = self.backend.topic_prefix
-        client.subscribe([(f"{prefix}/{self.cfg.lane.port_code}/cache", 1), (f"{self.base}/acks", 1)])
+        client.subscribe([(f"{prefix}/{self.cfg.lane.port_code}/cache", 1), (f"{self.base}/acks", 1),
+                          (f"{self.base}/cmd", 1)])
         client.publish(f"{self.base}/status", cbor2.dumps({"v": 1, "type": "status", "state": "online",
                                                            **self._identity(), **self.birth()}), qos=1, retain=True)
         self._wake.set()
@@ -236,15 +241,36 @@ class BackendLink:
             self._delivered.append((item_type, item_id))
 
     def _on_message(self, client, userdata, message) -> None:
-        max_bytes = self.cfg.store.max_message_kb * 1024
+        max_bytes, key = self.cfg.store.max_message_kb * 1024, self.verify_key
         try:
             if message.topic.endswith("/cache"):
-                msg = downlink.cache_message(message.payload, max_bytes, self.backend.country)
-                self.core.submit_cache(CacheHandoff(self.backend.name, msg, self.request_resync))
+                msg = downlink.cache_message(message.payload, max_bytes, self.backend.country, key)
+                self.core.submit_cache(CacheHandoff(self.backend.name, msg, self.request_resync, signed=key is not None,
+                                                    share_alerts="alerts" in self.backend.share))
             elif message.topic == f"{self.base}/acks":
-                self._take_acks(downlink.ack_message(message.payload, max_bytes))
+                self._take_acks(downlink.ack_message(message.payload, max_bytes, key))
+            elif message.topic == f"{self.base}/cmd":
+                msg = downlink.command_message(message.payload, max_bytes, key)
+                self.core.submit_command(CommandHandoff(self.backend.name, msg, self._execute, self._reject))
         except DownlinkRejected as e:
-            self.core.reject_downlink(self.backend.name, e, "alerts" in self.backend.share)
+            self._reject(e)
+
+    def _reject(self, error: DownlinkRejected) -> None:
+        self.core.reject_downlink(self.backend.name, error, "alerts" in self.backend.share)
+
+    def _execute(self, msg: dict) -> None:
+        """Run an accepted command (on the core thread) and queue its result for B/cmd/result."""
+        try:
+            if msg.get("command") not in downlink.COMMANDS or self.on_command is None:
+                raise ValueError(f"unknown command {msg.get('command')!r} (known: {', '.join(downlink.COMMANDS)})")
+            result = {"ok": True, "result": self.on_command(self, msg)}
+        except (ValueError, TypeError) as e:
+            result = {"ok": False, "error": str(e)}
+        log.info("back end %s: command %s (%s): %s", self.backend.name, msg.get("command"), msg["id"],
+                 "done" if result["ok"] else result["error"])
+        self._control.put((f"{self.base}/cmd/result", cbor2.dumps(
+            {"v": 1, "type": "cmd_result", "id": msg["id"], "command": msg.get("command"), **result}, default=str)))
+        self._wake.set()
 
     # --- work ----------------------------------------------------------------------------------
     def _drain(self) -> None:
