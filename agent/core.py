@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 COMMIT_WINDOW_S = 0.1  # well inside the 250 ms promise, and still batches a busy line
 MAX_BATCH = 5000
+MAX_UNSAVED_READS = 100_000  # held in memory while the disk is full (~30 MB); older ones become a gap
+STORE_RETRY_S = 1.0
 PURGE_EVERY_S = 600.0  # when the last round found nothing; while it finds rows, every loop
 
 
@@ -72,6 +75,10 @@ class LaneCore:
         self.held_cache: dict[str, list[CacheHandoff]] = {}  # source -> messages after a gap
         self.next_purge_mono = 0.0
         self.resync_pending: set[str] = set()  # sources we asked for a snapshot
+        self._unsaved: list[tuple] = []  # inbox items whose commit failed, retried first
+        self._unclosed: list[Closed] = []  # passages journaled but whose event could not be written yet
+        self.store_error: str | None = None
+        self.gap: dict | None = None  # reads we could not keep while the store failed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="core", daemon=True)
 
@@ -123,22 +130,57 @@ class LaneCore:
     def _run(self) -> None:
         while True:
             self.last_loop_mono = time.monotonic()
-            batch = self._collect()
+            batch = self._unsaved + self._collect(wait=not self._unsaved)
+            self._unsaved = []
             stopping = self._stop.is_set()
             try:
                 self._process(batch)
+            except sqlite3.Error as e:
+                # Disk full, I/O error, a lock held too long: keep everything and try again.
+                self._keep_unsaved(batch, e)
+                time.sleep(STORE_RETRY_S)
             except Exception:
-                # A failed batch rolls back whole; its reads are lost to this run only if the
-                # failure repeats, and each is logged. Never let the writer thread die.
+                # A bug, not the disk: keep the reads (they are the promise), drop the rest.
                 self.counters["batch_failures"] += 1
-                log.exception("core batch of %d items failed and was rolled back", len(batch))
-                time.sleep(0.5)
+                log.exception("core batch of %d items failed and was rolled back; reads kept", len(batch))
+                self._unsaved = [item for item in batch if item[0] == "read"]
+                time.sleep(STORE_RETRY_S)
             if stopping:
                 return
 
-    def _collect(self) -> list[tuple]:
+    def _keep_unsaved(self, batch: list[tuple], error: sqlite3.Error) -> None:
+        """Hold what could not be written, within a bound; account for what falls out of it."""
+        if self.store_error is None:
+            log.error("the store cannot write (%s): holding reads in memory and retrying", error)
+        self.store_error = str(error)
+        self.counters["store_write_failures"] += 1
+        reads = [item for item in batch if item[0] == "read"]
+        others = [item for item in batch if item[0] != "read"]
+        overflow = len(reads) - MAX_UNSAVED_READS
+        if overflow > 0:
+            # The oldest go first: the newest reads are the truck in the lane now.
+            lost, reads = reads[:overflow], reads[overflow:]
+            gap = self.gap or {"first_ms": lost[0][4], "count": 0, "reason": "disk_full" if "full" in str(error)
+                               else "store_unwritable"}
+            gap["last_ms"] = lost[-1][4]
+            gap["count"] += len(lost)
+            self.gap = gap
+            self.counters["reads_lost"] += len(lost)
+        self._unsaved = others + reads
+
+    def _store_recovered(self) -> None:
+        """Writes work again: account for what could not be kept, as a gap alert (DESIGN 3.5)."""
+        if self.gap:
+            to = [b.name for b in self.cfg.backends if "alerts" in b.share]
+            with self.writer.transaction():
+                self.writer.add_alert(ev.gap_alert(self.gap, self.wall_ms()), to, self.wall_ms())
+        log.info("the store writes again%s", f"; {self.gap['count']} reads could not be kept" if self.gap else "")
+        self.store_error, self.gap = None, None
+
+    def _collect(self, wait: bool = True) -> list[tuple]:
         deadline = self.aggregator.next_deadline()
         timeout = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+        timeout = timeout if wait else 0.0
         try:
             batch = [self.inbox.get(timeout=timeout)]
         except queue.Empty:
@@ -176,20 +218,37 @@ class LaneCore:
             for backend, items in delivered.items():
                 self.writer.mark_delivered(backend, items, self.wall_ms())
         self.counters["reads"] += len(reads)
-        closed: list[Closed] = []
-        for read_id, (_, reader, rep, mono, wall) in zip(ids, reads):
-            closed += self.aggregator.add(Read(read_id, reader, rep.epc, rep.antenna, rep.rssi, rep.count or 1,
-                                               wall, mono))
-        closed += self.aggregator.tick(time.monotonic())
-        for c in closed:
-            self._close_safely(c)
-        if time.monotonic() >= self.next_purge_mono:
-            self._purge()
+        # The batch is saved: from here on a store failure must not send it round again.
+        try:
+            self._advance(ids, reads)
+        except sqlite3.Error as e:
+            if self.store_error is None:  # one line per state change, not one per retry
+                log.error("the store cannot write events (%s): passages are kept and retried", e)
+            self.store_error = str(e)
+            self.counters["store_write_failures"] += 1
         self.last_commit_mono = time.monotonic()
         for command in commands:  # after the commit that recorded their seq
             command.execute(command.msg)
         for wake in self.on_committed:
             wake()
+
+    def _advance(self, ids: list[int], reads: list[tuple]) -> None:
+        """Feed the journaled reads to the passages and write the events of those that close."""
+        closed, self._unclosed = self._unclosed, []
+        for read_id, (_, reader, rep, mono, wall) in zip(ids, reads):
+            closed += self.aggregator.add(Read(read_id, reader, rep.epc, rep.antenna, rep.rssi, rep.count or 1,
+                                               wall, mono))
+        closed += self.aggregator.tick(time.monotonic())
+        for i, c in enumerate(closed):
+            try:
+                self._close_safely(c)
+            except sqlite3.Error:
+                self._unclosed = closed[i:]  # journaled already; closed when the store writes again
+                raise
+        if self.store_error is not None:
+            self._store_recovered()
+        if time.monotonic() >= self.next_purge_mono:
+            self._purge()
 
     def _purge(self) -> None:
         """One small retention round; repeated each loop while it still finds rows."""
@@ -204,6 +263,8 @@ class LaneCore:
         try:
             with self.writer.transaction():
                 self._close(closed)
+        except sqlite3.Error:
+            raise  # the store, not the passage: retried by the loop
         except Exception as e:
             # Say so loudly and keep the reads accounted for, rather than retry forever.
             self.counters["event_failures"] += 1

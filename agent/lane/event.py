@@ -117,3 +117,9 @@ def lookout_alert(hit: LookoutHit, event: dict, at_ms: int) -> dict:
 def alarm_alert(reason: str, at_ms: int, **detail) -> dict:
     return {"v": 1, "type": "alert", "alert_id": str(uuid.uuid4()), "kind": "alarm", "at_ms": at_ms,
             "detail": {"reason": reason, **detail}}
+
+
+def gap_alert(gap: dict, at_ms: int) -> dict:
+    """Reads the agent could not keep (DESIGN 3.5): first and last time, count, reason."""
+    return {"v": 1, "type": "alert", "alert_id": str(uuid.uuid4()), "kind": "gap", "at_ms": at_ms,
+            "detail": {k: gap[k] for k in ("first_ms", "last_ms", "count", "reason")}}
