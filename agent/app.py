@@ -47,6 +47,10 @@ class Daemon:
 
     # --- lifecycle ----------------------------------------------------------------------------
     def run(self) -> int:
+        if self.writer.recovery:
+            r = self.writer.recovery
+            self._raise_alarm("database_recovered", f"corrupt database moved to {r['moved_to']}; "
+                                                    f"events continue at seq {r['continues_at_seq']}")
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stop.set())
         signal.signal(signal.SIGUSR1, lambda *_: self.retry_now())  # `laneagent queue retry`

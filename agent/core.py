@@ -263,6 +263,8 @@ class LaneCore:
         try:
             with self.writer.transaction():
                 self._close(closed)
+            if closed.passage is not None:
+                self.writer.remember_head()
         except sqlite3.Error:
             raise  # the store, not the passage: retried by the loop
         except Exception as e:

@@ -7,13 +7,65 @@ the back-end links read through their own connections, which WAL lets run alongs
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import sqlite3
+import time
 
 from agent.errors import StoreError
 from agent.store.schema import migrate
 
+log = logging.getLogger(__name__)
+
 BUSY_TIMEOUT_MS = 5000
+
+
+class CorruptDatabase(StoreError):
+    """PRAGMA quick_check failed, or the file is not a database at all."""
+
+
+def head_path(path: str) -> str:
+    """Beside the database: the last chain head, to continue the seq after a corrupt store."""
+    return f"{path}.head.json"
+
+
+def remember_head(path: str, next_seq: int, head_hash: str) -> None:
+    tmp = head_path(path) + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"next_seq": next_seq, "head_hash": head_hash}, f)
+    os.replace(tmp, head_path(path))
+
+
+def recalled_head(path: str) -> tuple[int, str] | None:
+    try:
+        with open(head_path(path)) as f:
+            doc = json.load(f)
+        return int(doc["next_seq"]), str(doc["head_hash"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def open_or_recover(path: str) -> tuple[sqlite3.Connection, dict | None]:
+    """The writer connection; a corrupt database is moved aside and a new one started.
+
+    Returns the connection and, after a recovery, what happened (for the alarm): where
+    the old file went and the seq the new chain continues from (from the head file,
+    when it survived)."""
+    try:
+        return open_writer(path), None
+    except CorruptDatabase as e:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        moved = f"{path}.corrupt-{stamp}"
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.replace(path + suffix, moved + suffix)
+        log.error("database %s is corrupt (%s): moved aside to %s, starting a new one", path, e, moved)
+        conn = open_writer(path)
+        head = recalled_head(path)
+        if head:
+            conn.execute("UPDATE lane_state SET next_seq = ?, head_hash = ? WHERE id = 1", head)
+        return conn, {"moved_to": moved, "error": str(e), "continues_at_seq": head[0] if head else 1}
 
 
 def open_writer(path: str) -> sqlite3.Connection:
@@ -32,8 +84,16 @@ def open_writer(path: str) -> sqlite3.Connection:
             raise StoreError(f"{path}: SQLite refused WAL mode (got {mode}); is it on a network file system?")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
+        check = conn.execute("PRAGMA quick_check").fetchall()
+        if check != [("ok",)]:
+            conn.close()
+            raise CorruptDatabase(f"{path}: integrity check failed: {'; '.join(r[0] for r in check[:3])}")
         migrate(conn)
+    except CorruptDatabase:
+        raise
     except sqlite3.DatabaseError as e:
+        if "not a database" in str(e) or "malformed" in str(e):
+            raise CorruptDatabase(f"{path}: {e}") from e
         raise StoreError(f"{path}: {e}") from e
     finally:
         os.umask(old_umask)

@@ -15,13 +15,13 @@ import cbor2
 
 from agent.lane.event import canonical
 from agent.store.cache import ApplyResult, apply_cache_message
-from agent.store.db import open_writer
+from agent.store.db import open_or_recover, remember_head
 
 
 class StoreWriter:
     def __init__(self, path: str):
         self.path = path
-        self.conn: sqlite3.Connection = open_writer(path)
+        self.conn, self.recovery = open_or_recover(path)
         self.commits = 0
 
     @contextmanager
@@ -61,6 +61,13 @@ class StoreWriter:
         ).fetchall()
 
     # --- events, alerts, the outbox -------------------------------------------------
+    def remember_head(self) -> None:
+        """Copy the chain head beside the database (outside it), for recovery from corruption."""
+        try:
+            remember_head(self.path, *self.chain_state())
+        except OSError:
+            pass  # a convenience for a rare disaster; the database is the record
+
     def chain_state(self) -> tuple[int, str]:
         return self.conn.execute("SELECT next_seq, head_hash FROM lane_state WHERE id = 1").fetchone()
 

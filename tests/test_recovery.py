@@ -1,0 +1,83 @@
+"""Start-up recovery: a corrupt database is moved aside, a torn WAL recovers by SQLite's rules."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+from agent.lane.event import GENESIS, seal
+from agent.store.writer import StoreWriter
+from tests.helpers import ROOT
+
+
+def add_events(writer, n):
+    _, head = writer.chain_state()
+    with writer.transaction():
+        for seq in range(1, n + 1):
+            event = seal({"v": 1, "type": "crossing", "event_id": f"e{seq}", "seq": seq, "port": "0901", "lane": "C3",
+                          "entering": "CA", "leaving": "US", "started_ms": 0, "ended_ms": 0, "tags": [], "driver": [],
+                          "conveyance": None, "equipment": [], "trip": None, "shipments": [], "findings": [],
+                          "referral": {}}, head)
+            head = event["hash"]
+            writer.add_event(event, ["cbsa"], 0)
+    writer.remember_head()
+    return head
+
+
+def test_corrupt_database_is_moved_aside_and_the_seq_continues(tmp_path):
+    path = str(tmp_path / "agent.db")
+    w = StoreWriter(path)
+    head = add_events(w, 30)
+    w.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    w.close()
+    with open(path, "r+b") as f:  # a bad sector in the middle of the file
+        f.seek(4096 * 3)
+        f.write(os.urandom(4096 * 2))
+    again = StoreWriter(path)
+    assert again.recovery is not None and again.recovery["continues_at_seq"] == 31
+    assert os.path.exists(again.recovery["moved_to"])
+    assert again.chain_state() == (31, head)
+    assert again.conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    again.close()
+
+
+def test_a_file_that_is_not_a_database_at_all(tmp_path):
+    path = tmp_path / "agent.db"
+    path.write_bytes(b"this is not sqlite" * 500)
+    w = StoreWriter(str(path))
+    assert w.recovery["continues_at_seq"] == 1 and w.chain_state() == (1, GENESIS)
+    w.close()
+
+
+def test_torn_wal_after_a_kill_keeps_every_committed_transaction(tmp_path):
+    """A real process commits, then dies (SIGKILL) inside a big transaction whose pages
+    already spilled into the WAL; the WAL's tail is then torn like an interrupted write."""
+    path = tmp_path / "agent.db"
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from agent.store.writer import StoreWriter
+        w = StoreWriter({str(path)!r})
+        w.conn.execute("PRAGMA wal_autocheckpoint = 0")
+        w.conn.execute("PRAGMA cache_size = 10")  # spill uncommitted pages into the WAL early
+        with w.transaction():
+            w.journal([("booth", "COMMITTED%04d" % i, 1, -50.0, 1, i) for i in range(500)])
+        print(os.path.getsize({str(path)!r} + "-wal"), flush=True)
+        w.conn.execute("BEGIN IMMEDIATE")
+        w.journal([("booth", "UNCOMMITTED%05d" % i, 1, -50.0, 1, i) for i in range(20000)])
+        print(os.path.getsize({str(path)!r} + "-wal"), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    committed_size, spilled_size = (int(x) for x in proc.stdout.split())
+    assert spilled_size > committed_size  # uncommitted frames really are in the WAL
+    with open(f"{path}-wal", "r+b") as f:
+        f.truncate(committed_size + (spilled_size - committed_size) // 2 + 17)
+    w = StoreWriter(str(path))
+    assert w.recovery is None
+    assert w.conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    assert w.conn.execute("SELECT count(*) FROM reads WHERE epc LIKE 'COMMITTED%'").fetchone()[0] == 500
+    assert w.conn.execute("SELECT count(*) FROM reads WHERE epc LIKE 'UNCOMMITTED%'").fetchone()[0] == 0
+    w.close()
