@@ -17,6 +17,7 @@ import threading
 import time
 
 from agent import __version__, systemd
+from agent.clock import ClockWatch
 from agent.config import Config
 from agent.core import LaneCore
 from agent.lane.event import alarm_alert
@@ -30,6 +31,8 @@ STATUS_EVERY_S = 1.0
 CORE_STALL_S = 5.0
 LINK_STALL_S = 10.0
 BACKEND_ALARM_AFTER_S = 10.0
+BUDGET_EVERY_S = 10.0
+CLOCK_ALARM_FOR_S = 600.0  # a clock jump stays an alarm this long, so a technician sees it
 
 
 class Daemon:
@@ -42,6 +45,10 @@ class Daemon:
                       for b in cfg.backends]
         self.sessions = [registry.open_session(r, self.core.submit_read, self._reader_state) for r in cfg.readers]
         self.alarms: dict[str, dict] = {}
+        self.clock = ClockWatch()
+        self._last_jump_mono: float | None = None
+        self._next_budget_mono = 0.0
+        self.backlog_bytes = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
@@ -148,6 +155,26 @@ class Daemon:
 
     def _update_alarms(self) -> None:
         now = time.monotonic()
+        jump = self.clock.observe()
+        if jump is not None:
+            log.warning("wall clock jumped by %+.1f s (NTP step or RTC reset); seq and passages are unaffected", jump)
+            self._last_jump_mono = now
+            self._clear_alarm("clock_jump")  # raise afresh with this jump's size
+            self._raise_alarm("clock_jump", f"wall clock jumped by {jump:+.1f} s")
+        elif self._last_jump_mono is not None and now - self._last_jump_mono > CLOCK_ALARM_FOR_S:
+            self._clear_alarm("clock_jump")
+            self._last_jump_mono = None
+        if not ClockWatch.sane():
+            self._raise_alarm("clock_invalid", "wall clock is before 2020: set the time (timedatectl, NTP)")
+        else:
+            self._clear_alarm("clock_invalid")
+        if self.core.store_error:
+            self._raise_alarm("store_unwritable", self.core.store_error)
+        else:
+            self._clear_alarm("store_unwritable")
+        if now >= self._next_budget_mono:
+            self._next_budget_mono = now + BUDGET_EVERY_S
+            self._check_budget()
         for link in self.links:
             key = f"backend_down:{link.backend.name}"
             if link.connected:
@@ -157,6 +184,26 @@ class Daemon:
                 link.down_since = getattr(link, "down_since", None) or now
                 if now - link.down_since >= BACKEND_ALARM_AFTER_S:
                     self._raise_alarm(key, link.last_error or "not connected")
+
+    def _check_budget(self) -> None:
+        """Alarm (and keep working) when the undelivered backlog exceeds store.max_queue_mb."""
+        from agent.store.db import open_reader
+        try:
+            conn = open_reader(self.cfg.store.path)
+            try:
+                self.backlog_bytes = conn.execute(
+                    "SELECT coalesce(sum(bytes), 0) FROM deliveries WHERE delivered_ms IS NULL").fetchone()[0]
+            finally:
+                conn.close()
+        except Exception as e:  # a figure for an alarm; never let it stop the daemon
+            log.warning("cannot measure the backlog: %s", e)
+            return
+        budget = self.cfg.store.max_queue_mb * 1024 * 1024
+        if self.backlog_bytes > budget:
+            self._raise_alarm("backlog_over_budget", f"undelivered backlog {self.backlog_bytes / 1e6:.1f} MB exceeds "
+                                                     f"store.max_queue_mb ({self.cfg.store.max_queue_mb} MB)")
+        else:
+            self._clear_alarm("backlog_over_budget")
 
     def _raise_alarm(self, key: str, detail: str) -> None:
         with self._lock:
@@ -199,6 +246,8 @@ class Daemon:
             "counters": dict(self.core.counters),
             "random_rate": self.core.random_rate,
             "alarms": list(self.alarms.values()),
+            "clock": self.clock.figures(),
+            "backlog_bytes": self.backlog_bytes,
         }
 
     def _write_status(self, state: str = "running") -> None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+import typing
 
 import cbor2
 
@@ -18,6 +20,8 @@ from agent.cli.common import load_config, print_json
 from agent.errors import DownlinkRejected, StoreError
 from agent.store.cache import validate_cache_message
 from agent.store.writer import StoreWriter
+
+Iterator = typing.Iterator
 
 
 def register(subparsers) -> None:
@@ -29,49 +33,75 @@ def register(subparsers) -> None:
     imp = sub.add_parser("import", help="load cache messages from a CBOR or JSON file",
                          description=__doc__, epilog="example: laneagent cache import --config lane.toml cache-US.json",
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    imp.add_argument("file", help="a .cbor or .json file holding one cache message or an array of them")
+    imp.add_argument("file", help="a .json or CBOR file: one cache message, an array, or (CBOR) messages back to back")
     imp.set_defaults(func=run_import)
 
 
-def read_messages(path: str) -> list:
+def iter_messages(path: str) -> Iterator:
+    """JSON (one message or an array), or CBOR: one message, an array, or messages back to
+    back (streamed: a million-record cache never sits in memory whole)."""
     with open(path, "rb") as f:
-        data = f.read()
-    try:
-        doc = json.loads(data) if path.endswith(".json") or data[:1] in (b"{", b"[") else cbor2.loads(data)
-    except (ValueError, cbor2.CBORDecodeError) as e:
-        raise DownlinkRejected("malformed", f"{path}: neither valid JSON nor CBOR: {e}") from e
-    return list(doc) if isinstance(doc, (list, tuple)) else [doc]
+        if path.endswith(".json") or f.read(1) in (b"{", b"["):
+            f.seek(0)
+            try:
+                doc = json.load(f)
+            except ValueError as e:
+                raise DownlinkRejected("malformed", f"{path}: not valid JSON: {e}") from e
+            yield from (doc if isinstance(doc, list) else [doc])
+            return
+        f.seek(0)
+        size = os.fstat(f.fileno()).st_size
+        while f.tell() < size:
+            at = f.tell()
+            try:
+                doc = cbor2.load(f)
+            except (ValueError, cbor2.CBORDecodeError) as e:
+                raise DownlinkRejected("malformed", f"{path}: not valid CBOR at byte {at}: {e}") from e
+            yield from (doc if isinstance(doc, (list, tuple)) else [doc])
 
 
 def run_import(args) -> int:
     cfg = load_config(args)
     if cfg is None:
         return 2
-    try:
-        messages = [validate_cache_message(m) for m in read_messages(args.file)]
-    except FileNotFoundError:
+    if not os.path.exists(args.file):
         print(f"laneagent cache import: {args.file}: no such file", file=sys.stderr)
         return 2
-    except DownlinkRejected as e:
-        print(f"laneagent cache import: {args.file}: {e} (nothing was changed)", file=sys.stderr)
-        return 3
     try:
         writer = StoreWriter(cfg.store.path)
     except StoreError as e:
         print(f"laneagent cache import: {e}", file=sys.stderr)
         return 2
-    results = []
+    results: list[dict] = []
     started = time.monotonic()
-    with writer.transaction():
-        for msg in messages:
-            r = writer.apply_cache(msg, int(time.time() * 1000))
+    code = 0
+    try:
+        # One transaction per message, as the downlink applies them: a bad message
+        # further on leaves the earlier ones applied and changes nothing itself.
+        for i, msg in enumerate(iter_messages(args.file)):
+            msg = validate_cache_message(msg)
+            with writer.transaction():
+                r = writer.apply_cache(msg, int(time.time() * 1000))
             results.append({"source": r.source, "seq": r.seq, "outcome": r.outcome, "records": r.records})
-    writer.close()
+            if not args.json and sys.stderr.isatty() and i % 50 == 49:
+                print(f"  {i + 1} messages, {sum(x['records'] for x in results):,} records ...", file=sys.stderr)
+    except DownlinkRejected as e:
+        print(f"laneagent cache import: {args.file}: message {len(results) + 1}: {e} "
+              f"({len(results)} message(s) before it were applied; it and the rest were not)", file=sys.stderr)
+        code = 3
+    finally:
+        writer.close()
     if args.json:
         print_json({"file": args.file, "messages": results, "seconds": round(time.monotonic() - started, 3)})
+    elif len(results) > 20:
+        applied = [r for r in results if r["outcome"] == "applied"]
+        print(f"{len(applied)} of {len(results)} messages applied, {sum(r['records'] for r in applied):,} records, "
+              f"in {time.monotonic() - started:.1f} s")
     else:
         for r in results:
             print(f"{r['source']} seq {r['seq']}: {r['outcome']}"
                   + (f", {r['records']} records" if r["outcome"] == "applied" else
                      " (already applied)" if r["outcome"] == "duplicate" else " (an earlier seq is missing)"))
+    if code:
+        return code
     return 0 if all(r["outcome"] != "gap" for r in results) else 1

@@ -65,6 +65,7 @@ def gather(cfg) -> dict:
                  "budget_bytes": int(cfg.store.max_queue_mb * 1024 * 1024)},
         "counters": daemon.get("counters", {}),
         "random_rate": daemon.get("random_rate", cfg.referral.random_rate),
+        "clock": daemon.get("clock"),
         "alarms": daemon.get("alarms", []),
     }
     doc["healthy"] = _healthy(doc)
@@ -142,6 +143,11 @@ def render(doc: dict, paint: Paint) -> str:
     lines.append(f"disk     database {disk['database_bytes'] / 1e6:.1f} MB, backlog {disk['backlog_bytes'] / 1e6:.1f} "
                  f"of {disk['budget_bytes'] / 1e6:.0f} MB budget, {disk['free_bytes'] / 1e9:.1f} GB free")
     lines.append(f"referral random rate {doc['random_rate']}")
+    clock = doc.get("clock")
+    if clock:
+        jumps = (f", {clock['jumps']} jump(s), last {clock['last_jump_s']:+.1f} s {_age(clock['last_jump_at_ms'], now_ms)}"
+                 if clock["jumps"] else ", no jumps")
+        lines.append(f"clock    {'ok' if clock['sane'] else paint.bad('WRONG (before 2020)')}{jumps}")
     lines.append("alarms   " + ("none" if not doc["alarms"] else ""))
     for a in doc["alarms"]:
         lines.append(paint.bad(f"  {a['alarm']}") + f" since {_age(a['since_ms'], now_ms)}: {a['detail']}")

@@ -48,6 +48,9 @@ class Mosquitto:
             "autosave_interval 1",
             "autosave_on_changes false",
             "max_queued_messages 0",  # 0 = unlimited: a backlog test must not be cut by the broker
+            # As root, mosquitto drops to the `mosquitto` user and then cannot write its
+            # persistence file in our directory: sessions would be lost on restart.
+            "user root" if os.geteuid() == 0 else "",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
