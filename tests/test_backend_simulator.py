@@ -100,14 +100,6 @@ class Lane:
 
 
 @pytest.fixture
-def broker(broker_factory):
-    # Started as root, mosquitto drops to user "mosquitto" and then cannot write its
-    # persistence file into the root-owned test directory ("Permission denied" in its
-    # log, sessions lost on restart); "user root" keeps it as it is. Ignored when not root.
-    return broker_factory(extra_conf="user root" if os.geteuid() == 0 else "")
-
-
-@pytest.fixture
 def lane(broker):
     lanes = []
 
