@@ -5,7 +5,6 @@ the brokers are real mosquitto processes, the reader speaks Mercury over a real 
 """
 
 import json
-import os
 import random
 import signal
 import socket
