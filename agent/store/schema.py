@@ -108,6 +108,11 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (backend, kind)
     ) WITHOUT ROWID;
     """,
+    # 3: retention asks "is this item still owed to anyone?" without naming a back end.
+    """
+    CREATE INDEX deliveries_by_item ON deliveries(item_type, item_id, delivered_ms);
+    CREATE INDEX events_by_created ON events(created_ms);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -41,7 +41,7 @@ def fill_backlog(writer: StoreWriter, n: int, backends: list[str]) -> int:
                           "lane": "C3", "entering": "CA", "leaving": "US", "started_ms": seq, "ended_ms": seq,
                           **SECTIONS_SAMPLE}, head)
             head = event["hash"]
-            writer.add_event(event, backends, 0)
+            writer.add_event(event, backends, int(time.time() * 1000))
         size = writer.conn.execute("SELECT avg(length(body)) FROM events").fetchone()[0]
         writer.conn.execute("UPDATE lane_state SET next_seq = ?, head_hash = ?", (n + 1, head))
     return int(size)
