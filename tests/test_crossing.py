@@ -157,3 +157,63 @@ def test_event_digests_and_chain_are_checkable_from_the_spec(cache):
     assert first["event_id"] != second["event_id"]
     assert first["tags"][0] == {"epc": "A1", "role": "driver", "antenna": 1, "reader": "booth", "count": 3,
                                 "rssi_max": -50, "first_ms": NOW, "last_ms": NOW + 2}
+
+
+# (case, tags read, finding codes expected, extra cache records)
+FINDING_TABLE = [
+    ("clean", ("A1", "B1", "C1"), [], []),
+    ("no_trip", ("A2", "B2"), ["credential_expired", "no_trip"], []),
+    ("multiple_trips", ("A1", "B3"), ["lookout_hit", "multiple_trips"], []),
+    ("driver_not_on_trip", ("A1", "A2", "B1"), ["credential_expired", "driver_not_on_trip"], []),
+    ("equipment_not_on_trip", ("A1", "B1", "C2"), ["equipment_not_on_trip"], []),
+    ("no_conveyance_tag", ("A1",), ["no_conveyance_tag"], []),
+    ("no_driver_card", ("B1", "C1"), ["no_driver_card"], []),
+    ("unknown_tag", ("A1", "B1", "0BAD"), ["unknown_tag"], []),
+    ("credential_expired", ("A2", "B1"), ["credential_expired", "driver_not_on_trip"], []),
+    ("credential_revoked", ("A3", "B1"), ["credential_revoked", "driver_not_on_trip"], []),
+    ("lookout on a driver", ("A1", "B1"), ["lookout_hit"],
+     [{"kind": "lookout", "id": "LD", "subject_kind": "driver", "subject": "D1", "expires_ms": NOW + H}]),
+    ("lookout on a conveyance", ("A1", "B1"), ["lookout_hit"],
+     [{"kind": "lookout", "id": "LC", "subject_kind": "conveyance", "subject": "T1", "expires_ms": NOW + H}]),
+    ("lookout on equipment", ("A1", "B1", "C1"), ["lookout_hit"],
+     [{"kind": "lookout", "id": "LE", "subject_kind": "equipment", "subject": "E1", "expires_ms": NOW + H}]),
+    ("lookout on the trip's carrier", ("A1", "B1"), ["lookout_hit"],
+     [{"kind": "lookout", "id": "LK", "subject_kind": "carrier", "subject": "ACME", "expires_ms": NOW + H}]),
+    ("lookout on a raw EPC", ("A1", "B1", "FF01"), ["lookout_hit", "unknown_tag"], []),
+    ("expired lookouts never hit", ("A1", "B1"), [],
+     [{"kind": "lookout", "id": "LX", "subject_kind": "driver", "subject": "D1", "expires_ms": NOW - 1}]),
+    ("trip outside the ETA window", ("A1", "B1"), ["no_trip"],
+     [{"kind": "trip", "id": "TR1", "carrier": "ACME", "eta_ms": NOW + 13 * H, "conveyance": "T1",
+       "drivers": ["D1"], "equipment": ["E1"], "shipments": []}]),
+]
+
+
+@pytest.mark.parametrize("case, tags, expected, extra", FINDING_TABLE, ids=[row[0] for row in FINDING_TABLE])
+def test_each_finding_exactly_when_it_should(tmp_path, case, tags, expected, extra):
+    # Later records of the same kind and id replace the defaults (a snapshot is applied in order).
+    merged = {(r["kind"], r["id"]): r for r in records() + extra}
+    w = StoreWriter(str(tmp_path / "t.db"))
+    with w.transaction():
+        w.apply_cache({"v": 1, "type": "cache", "source": "CA", "seq": 1, "op": "snapshot",
+                       "records": list(merged.values())}, NOW)
+    _, linked, findings, hits = crossing(CacheView(w.conn), *tags)
+    assert codes(findings) == sorted(expected)
+    assert len(hits) == codes(findings).count("lookout_hit")
+    w.close()
+
+
+# (findings, refer_on, random_rate, expected referral)
+REFERRAL_TABLE = [
+    ([], ("no_trip",), 0.0, {"refer": False, "reasons": [], "random": False}),
+    (["no_trip"], ("no_trip",), 0.0, {"refer": True, "reasons": ["no_trip"], "random": False}),
+    (["unknown_tag"], ("no_trip",), 0.0, {"refer": False, "reasons": [], "random": False}),
+    (["lookout_hit", "no_trip", "lookout_hit"], ("no_trip", "lookout_hit"), 0.0,
+     {"refer": True, "reasons": ["lookout_hit", "no_trip"], "random": False}),
+    (["unknown_tag"], ("no_trip",), 1.0, {"refer": True, "reasons": ["random"], "random": True}),
+    (["no_trip"], ("no_trip",), 1.0, {"refer": True, "reasons": ["no_trip"], "random": False}),
+]
+
+
+@pytest.mark.parametrize("found, refer_on, rate, expected", REFERRAL_TABLE)
+def test_each_referral_rule(found, refer_on, rate, expected):
+    assert referral_for([{"code": c, "detail": {}} for c in found], refer_on, rate) == expected
