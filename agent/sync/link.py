@@ -280,7 +280,9 @@ class BackendLink:
             return
         room = INFLIGHT_WINDOW - len(self._inflight)
         if self.backend.max_rate > 0:
-            self._tokens = min(self.backend.max_rate, self._tokens + (now - self._tokens_mono) * self.backend.max_rate)
+            # A bucket of a tenth of a second: over any second, at most max_rate (+10 %).
+            burst = max(1.0, self.backend.max_rate / 10)
+            self._tokens = min(burst, self._tokens + (now - self._tokens_mono) * self.backend.max_rate)
             self._tokens_mono = now
             room = min(room, int(self._tokens))
         if room <= 0:
