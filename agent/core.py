@@ -9,6 +9,7 @@ consumes and the deliveries it owes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -202,7 +203,7 @@ class LaneCore:
         commands: list[CommandHandoff] = []
         # First the journal and the outbox marks, so that nothing the lane logic does
         # afterwards can roll back a read that arrived.
-        with self.writer.transaction():
+        with self.writer.transaction() if batch else contextlib.nullcontext():  # idle: no empty commits
             ids = self.writer.journal([
                 (r, rep.epc, rep.antenna, rep.rssi, rep.count or 1, wall) for _, r, rep, _, wall in reads])
             for item in batch:
