@@ -19,6 +19,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
+import cbor2
+
 from agent.config import Config
 from agent.errors import DownlinkRejected
 from agent.lane import event as ev
@@ -29,6 +31,7 @@ from agent.readers.report import TagReport
 from agent.store.cache import CacheView, classify
 from agent.store.retention import purge_step
 from agent.store.writer import StoreWriter
+from agent.sync.payload import event_for
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +295,7 @@ class LaneCore:
         draft = ev.draft(closed.passage, linked, findings, referral, hits, cfg.aggregation.min_reads)
         seq, head = self.writer.chain_state()
         event = ev.finish(draft, cfg, seq, head)
-        self.writer.add_event(event, [b.name for b in cfg.backends], now_ms)
+        self.writer.add_event(event, {b.name: cbor2.dumps(event_for(event, b, cfg.lane)) for b in cfg.backends}, now_ms)
         for hit in hits:
             alert = ev.lookout_alert(hit, event, now_ms)
             to = [b.name for b in cfg.backends if "alerts" in b.share

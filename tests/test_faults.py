@@ -132,7 +132,7 @@ def test_long_outage_of_both_drains_oldest_first_alerts_first_within_max_rate(tm
     config.write_text(text)
     cfg = config_mod.load(str(config))
     writer = StoreWriter(cfg.store.path)
-    fill_backlog(writer, 20_000, ["cbsa", "cbp"])
+    fill_backlog(writer, 20_000, ["cbsa", "cbp"])  # no payloads: also covers rows of an older release
     from agent.lane.event import alarm_alert
     with writer.transaction():
         for i in range(5):

@@ -20,7 +20,7 @@ def add_events(writer, n):
                           "conveyance": None, "equipment": [], "trip": None, "shipments": [], "findings": [],
                           "referral": {}}, head)
             head = event["hash"]
-            writer.add_event(event, ["cbsa"], 0)
+            writer.add_event(event, {"cbsa": None}, 0)
     writer.remember_head()
     return head
 

@@ -117,10 +117,10 @@ def test_outbox_offers_oldest_first_and_forgets_delivered(writer):
     with writer.transaction():
         for seq in (1, 2, 3):
             writer.add_event({"seq": seq, "event_id": f"e{seq}", "started_ms": 1, "ended_ms": 2, "hash": "h"},
-                             ["cbsa", "cbp"], 100)
+                             {"cbsa": b"to-cbsa", "cbp": None}, 100)
         writer.mark_delivered("cbsa", [("event", 1)], 200)
     outbox = Outbox(open_reader(writer.path))
-    assert [i for i, _ in outbox.pending("cbsa", "event", 0, 10)] == [2, 3]
+    assert outbox.pending("cbsa", "event", 0, 10) == [(2, b"to-cbsa"), (3, b"to-cbsa")]
     assert [i for i, _ in outbox.pending("cbp", "event", 1, 10)] == [2, 3]
     backlog = outbox.backlog("cbsa", now_ms=1100)
     assert backlog["events"] == 2 and backlog["oldest_event_age_s"] == 1.0 and backlog["last_delivered_ms"] == 200

@@ -22,7 +22,7 @@ def setup(tmp_path, n=5):
                           "tags": [{"epc": f"{seq:04X}"}], "driver": [], "conveyance": None, "equipment": [],
                           "trip": None, "shipments": [], "findings": [], "referral": {"refer": False}}, head)
             head = event["hash"]
-            w.add_event(event, ["cbsa"], 0)
+            w.add_event(event, {"cbsa": None}, 0)
     return config, w
 
 

@@ -14,13 +14,18 @@ class Outbox:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
 
-    def pending(self, backend: str, item_type: str, after_id: int, limit: int) -> list[tuple[int, bytes]]:
-        """Undelivered items of one type after `after_id`, oldest first, with their stored bodies."""
-        table, key = ("events", "seq") if item_type == "event" else ("alerts", "id")
+    def pending(self, backend: str, item_type: str, after_id: int, limit: int) -> list[tuple[int, bytes | None]]:
+        """Undelivered items of one type after `after_id`, oldest first, with the payload owed
+        (None for rows written before payloads were stored: see `body`)."""
         return self.conn.execute(
-            f"SELECT d.item_id, x.body FROM deliveries d JOIN {table} x ON x.{key} = d.item_id "
-            "WHERE d.backend = ? AND d.item_type = ? AND d.delivered_ms IS NULL AND d.item_id > ? "
-            "ORDER BY d.item_id LIMIT ?", (backend, item_type, after_id, limit)).fetchall()
+            "SELECT item_id, payload FROM deliveries "
+            "WHERE backend = ? AND item_type = ? AND delivered_ms IS NULL AND item_id > ? "
+            "ORDER BY item_id LIMIT ?", (backend, item_type, after_id, limit)).fetchall()
+
+    def body(self, item_type: str, item_id: int) -> bytes:
+        """The stored full event or alert."""
+        table, key = ("events", "seq") if item_type == "event" else ("alerts", "id")
+        return self.conn.execute(f"SELECT body FROM {table} WHERE {key} = ?", (item_id,)).fetchone()[0]
 
     def backlog(self, backend: str, now_ms: int | None = None) -> dict:
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)

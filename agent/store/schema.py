@@ -113,6 +113,12 @@ MIGRATIONS: list[str] = [
     CREATE INDEX deliveries_by_item ON deliveries(item_type, item_id, delivered_ms);
     CREATE INDEX events_by_created ON events(created_ms);
     """,
+    # 4: each delivery carries the exact bytes owed to its back end (share applied,
+    # kind set) so the drain only reads and publishes, and every retry is identical.
+    # Rows from before have NULL and are encoded at send time.
+    """
+    ALTER TABLE deliveries ADD COLUMN payload BLOB;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

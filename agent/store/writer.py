@@ -71,8 +71,9 @@ class StoreWriter:
     def chain_state(self) -> tuple[int, str]:
         return self.conn.execute("SELECT next_seq, head_hash FROM lane_state WHERE id = 1").fetchone()
 
-    def add_event(self, event: dict, backends: Iterable[str], now_ms: int) -> None:
-        """Store a sealed event, advance the chain and owe it to every back end."""
+    def add_event(self, event: dict, owed: dict[str, bytes | None], now_ms: int) -> None:
+        """Store a sealed event, advance the chain and owe it to every back end of `owed`
+        (back end name -> the exact payload it gets; None = encode at send time)."""
         body = canonical(event)
         self.conn.execute(
             "INSERT INTO events(seq, event_id, created_ms, started_ms, ended_ms, hash, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -80,16 +81,18 @@ class StoreWriter:
         self.conn.execute("UPDATE lane_state SET next_seq = ?, head_hash = ? WHERE id = 1",
                           (event["seq"] + 1, event["hash"]))
         self.conn.executemany(
-            "INSERT INTO deliveries(backend, item_type, item_id, bytes, created_ms) VALUES (?, 'event', ?, ?, ?)",
-            [(b, event["seq"], len(body), now_ms) for b in backends])
+            "INSERT INTO deliveries(backend, item_type, item_id, bytes, created_ms, payload) "
+            "VALUES (?, 'event', ?, ?, ?, ?)",
+            [(b, event["seq"], len(p) if p else len(body), now_ms, p) for b, p in owed.items()])
 
     def add_alert(self, alert: dict, backends: Iterable[str], now_ms: int) -> None:
         body = cbor2.dumps(alert)
         cur = self.conn.execute("INSERT INTO alerts(alert_id, kind, created_ms, body) VALUES (?, ?, ?, ?)",
                                 (alert["alert_id"], alert["kind"], now_ms, body))
         self.conn.executemany(
-            "INSERT INTO deliveries(backend, item_type, item_id, bytes, created_ms) VALUES (?, 'alert', ?, ?, ?)",
-            [(b, cur.lastrowid, len(body), now_ms) for b in backends])
+            "INSERT INTO deliveries(backend, item_type, item_id, bytes, created_ms, payload) "
+            "VALUES (?, 'alert', ?, ?, ?, ?)",
+            [(b, cur.lastrowid, len(body), now_ms, body) for b in backends])
 
     def mark_delivered(self, backend: str, items: Iterable[tuple[str, int]], now_ms: int) -> None:
         # PUBACKs come nearly in order, so runs of consecutive ids collapse into one

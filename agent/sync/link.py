@@ -292,11 +292,13 @@ class BackendLink:
             if room <= 0:
                 break
             in_flight = {(t, i) for t, i, _ in self._inflight.values()}
-            for item_id, body in outbox.pending(self.backend.name, item_type, self._cursor[item_type], room):
+            for item_id, payload in outbox.pending(self.backend.name, item_type, self._cursor[item_type], room):
                 if (item_type, item_id) in in_flight:
                     self._cursor[item_type] = item_id
                     continue
-                payload = encode_event(body, self.backend, self.cfg.lane) if item_type == "event" else body
+                if payload is None:  # written by an older release
+                    body = outbox.body(item_type, item_id)
+                    payload = encode_event(body, self.backend, self.cfg.lane) if item_type == "event" else body
                 info = self.client.publish(f"{self.base}/{topic}", payload, qos=1)
                 if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_QUEUE_SIZE):
                     self._error(f"publish failed: {mqtt.error_string(info.rc)}")

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import cbor2
 import paho.mqtt.client as mqtt
 
 from agent import config
@@ -19,6 +20,7 @@ from agent.core import LaneCore
 from agent.lane.event import GENESIS, seal
 from agent.store.writer import StoreWriter
 from agent.sync.link import INFLIGHT_WINDOW, BackendLink
+from agent.sync.payload import event_for
 from tests.support.mosquitto import Mosquitto
 
 SECTIONS_SAMPLE = {
@@ -32,7 +34,9 @@ SECTIONS_SAMPLE = {
 }
 
 
-def fill_backlog(writer: StoreWriter, n: int, backends: list[str]) -> int:
+def fill_backlog(writer: StoreWriter, n: int, backends: list[str], cfg: config.Config | None = None) -> int:
+    """n sealed events owed to `backends`, with their payloads as the core would store
+    them when `cfg` is given (else encoded at send time, as rows of an older release)."""
     head = GENESIS
     size = 0
     with writer.transaction():
@@ -41,7 +45,9 @@ def fill_backlog(writer: StoreWriter, n: int, backends: list[str]) -> int:
                           "lane": "C3", "entering": "CA", "leaving": "US", "started_ms": seq, "ended_ms": seq,
                           **SECTIONS_SAMPLE}, head)
             head = event["hash"]
-            writer.add_event(event, backends, int(time.time() * 1000))
+            owed = {b.name: cbor2.dumps(event_for(event, b, cfg.lane)) for b in cfg.backends} if cfg \
+                else dict.fromkeys(backends)
+            writer.add_event(event, owed, int(time.time() * 1000))
         size = writer.conn.execute("SELECT avg(length(body)) FROM events").fetchone()[0]
         writer.conn.execute("UPDATE lane_state SET next_seq = ?, head_hash = ?", (n + 1, head))
     return int(size)
@@ -94,7 +100,7 @@ def run(n: int = 20_000) -> dict:
                          {"name": "cbp", "country": "US", "host": us.host, "port": us.port, "max_rate": 0,
                           "share": ["tags", "findings", "referral"]}]})
         writer = StoreWriter(cfg.store.path)
-        size = fill_backlog(writer, n, ["cbsa", "cbp"])
+        size = fill_backlog(writer, n, ["cbsa", "cbp"], cfg)
         baseline = bare_paho([ca, us], n, size)
         core = LaneCore(cfg, writer)
         links = [BackendLink(cfg, b, core) for b in cfg.backends]
