@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test test-long bench setup mosquitto clean
+.PHONY: demo test test-long soak bench setup mosquitto clean
 
 demo: setup mosquitto
 	$(BIN)/python -m simulators.demo
@@ -14,6 +14,9 @@ test: setup mosquitto
 
 test-long: setup mosquitto
 	LANEAGENT_LONG=1 $(BIN)/python -m pytest -q
+
+soak: setup mosquitto
+	LANEAGENT_KILLS=1000 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_faults.py -k sigkill --timeout 7200
 
 bench: setup mosquitto
 	$(BIN)/python -m tests.bench

@@ -11,7 +11,7 @@ import platform
 import sys
 import time
 
-from tests.bench import cache_bench, codec_bench, drain_bench
+from tests.bench import cache_bench, codec_bench, drain_bench, store_bench
 
 
 def main() -> int:
@@ -21,9 +21,12 @@ def main() -> int:
     print("ThingMagic codec ...", flush=True)
     results["codec_thingmagic"] = codec_bench.run()
     print(f"  {results['codec_thingmagic']}", flush=True)
-    print("Backlog drain, 20,000 events to two brokers ...", flush=True)
-    results["drain"] = drain_bench.run(20_000)
+    print("Backlog drain, 100,000 events to two brokers, beside two bare paho loops ...", flush=True)
+    results["drain"] = drain_bench.run(100_000)
     print(f"  {results['drain']}", flush=True)
+    print("Store: group commit vs one fsync per row; the daemon on a 1,000,000-event backlog ...", flush=True)
+    results["store"] = store_bench.run()
+    print(f"  {results['store']}", flush=True)
     print("Cache: 1,000,000 drivers + 200,000 trips snapshot, then linking 2,000 passages ...", flush=True)
     results["cache"] = cache_bench.run()
     print(f"  {results['cache']}", flush=True)
@@ -37,6 +40,12 @@ def main() -> int:
     print(f"| drain, events/s per back end (2 back ends) | {drain['drain_events_per_s_per_backend']:,} | |")
     print(f"| bare paho QoS 1 loops, events/s per broker | {drain['bare_paho_events_per_s_per_broker']:,} | |")
     print(f"| drain / bare paho | {drain['ratio']:.2f} | >= 0.70 |")
+    store = results["store"]
+    print(f"| reads made durable per s, group commit | {store['reads_per_s']:,} | |")
+    print(f"| rows per s, one commit (fsync) each | {store['single_row_fsync_per_s']:,} | |")
+    print(f"| group commit / single-row fsync | {store['group_commit_ratio']} x | |")
+    print(f"| start to READY, 1,000,000-event backlog | {store['start_to_ready_s']} s | < 2 s |")
+    print(f"| peak RSS draining a 1,000,000-event backlog | {store['peak_rss_mb_while_draining']} MB | < 80 MB |")
     cache = results["cache"]
     print(f"| cache snapshot load, {cache['records']:,} records | {cache['snapshot_load_s']} s | < 60 s |")
     print(f"| link a passage, p50 / p99 | {cache['link_p50_ms']} / {cache['link_p99_ms']} ms | p99 < 2 ms |")
