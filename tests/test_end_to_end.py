@@ -103,7 +103,11 @@ def test_trucks_cross_to_both_countries(lane, tmp_path):
     assert all(b["connected"] for b in doc["backends"]) and doc["chain"]["last_seq"] == 3
     assert code == 0, out
     assert agent.kill(signal.SIGTERM) == 0
-    assert "stopped" in agent.log_text()
+    log = agent.log_text()
+    assert "stopped" in log
+    # Personal data stays out of the log: no card number, transponder or name in full.
+    for secret in (DRIVER1, DRIVER2, TRUCK1, TRUCK_SHADY, "Alex Martin", "Sam Roy"):
+        assert secret not in log
     assert db_rows(tmp_path, "SELECT count(*) FROM deliveries WHERE delivered_ms IS NULL") == [(0,)]
 
 

@@ -72,3 +72,13 @@ def test_purged_prefix_is_reported_not_an_error(tmp_path):
         w.conn.execute("DELETE FROM events WHERE seq < 3")
     code, doc = verify(config)
     assert code == 0 and doc["purged_before"] == 3 and doc["checked"] == 3
+
+
+def test_reordered_events_are_found(tmp_path):
+    config, w = setup(tmp_path)
+    rows = dict(w.conn.execute("SELECT seq, body FROM events WHERE seq IN (2, 3)").fetchall())
+    with w.transaction():  # events 2 and 3 swap places
+        w.conn.execute("UPDATE events SET body = ?, event_id = 'tmp' WHERE seq = 2", (rows[3],))
+        w.conn.execute("UPDATE events SET body = ? WHERE seq = 3", (rows[2],))
+    code, doc = verify(config)
+    assert code == 1 and doc["first_break"]["seq"] == 2 and doc["checked"] == 1
