@@ -30,6 +30,7 @@ from agent.errors import DownlinkRejected
 from agent.store.db import open_reader
 from agent.store.outbox import Outbox
 from agent.sync import downlink
+from agent.sync import tls as tls_policy
 from agent.sync.cose import load_public_key
 from agent.sync.payload import encode_event
 
@@ -96,11 +97,10 @@ class BackendLink:
         will = cbor2.dumps({"v": 1, "type": "status", "state": "offline", "port": self.cfg.lane.port_code,
                             "lane": self.cfg.lane.lane_id})
         client.will_set(f"{self.base}/status", will, qos=1, retain=True)
-        tls = self.backend.tls
-        if tls:
-            # Never a silent fallback to plaintext: tls_set makes every connect TLS or fail.
-            client.tls_set(ca_certs=tls.ca, certfile=tls.cert, keyfile=tls.key,
-                           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        if self.backend.tls:
+            # TLS 1.2+, only the back end's CA, hostname checked, our certificate. With a
+            # context set every connect is TLS or fails: there is no plaintext path.
+            client.tls_set_context(tls_policy.client_context(self.backend.tls))
         if self.backend.username:
             password = None
             if self.backend.password_file:
@@ -111,7 +111,31 @@ class BackendLink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        if self.backend.tls:
+            self._report_tls_refusal(client)
         return client
+
+    def _report_tls_refusal(self, client: mqtt.Client) -> None:
+        """Make a broker's refusal of our certificate the link's last_error, logged once.
+
+        Under TLS 1.3 the broker judges our certificate after our side of the handshake
+        is done, so a missing or expired one shows up as a failed first read that paho
+        only logs, followed by an "Unspecified error" disconnect that would hide it.
+        """
+        refused: list[str] = []
+
+        def on_log(client, userdata, level, buf) -> None:
+            if level == mqtt.MQTT_LOG_ERR and not self.connected and buf.startswith("failed to receive on socket"):
+                refused[:] = [tls_policy.explain(buf.partition(": ")[2], self.backend.tls)]
+                self._error(refused[0])
+
+        def on_disconnect(client, userdata, flags, reason_code, properties) -> None:
+            self._on_disconnect(client, userdata, flags, reason_code, properties)
+            if refused:
+                self.last_error = refused.pop()
+
+        client.on_log = on_log
+        client.on_disconnect = on_disconnect
 
     def start(self) -> None:
         self._thread.start()
