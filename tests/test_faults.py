@@ -58,8 +58,9 @@ def check_delivery(tmp_path, probes):
     return len(events)
 
 
-def traffic(n, start=1.0, every=1.6):
-    """n trucks, each with its own tags, so a restart never merges two of them."""
+def traffic(n, start=1.0, every=2.2):
+    """n trucks, each with its own tags, so a restart never merges two of them; 1.4 s
+    between trucks, more than idle_close_s (1.0), so each is its own passage."""
     return [truck_pass(start + i * every, f"E200000000000000{i:04X}D001", f"E200000000000000{i:04X}C001", dwell_s=0.8)
             for i in range(n)]
 
@@ -75,7 +76,7 @@ def test_sigkill_at_random_instants_loses_nothing_journaled(tmp_path, brokers):
               Probe(us, ["border/0901/C3/events"], "cbp-check", persistent=True)]
     rng = random.Random(os.environ.get("LANEAGENT_SEED", "kills"))
     duration = 3.0 + KILLS * 1.4
-    sim = ReaderSim(tmp_path, traffic(int(duration / 1.6)))
+    sim = ReaderSim(tmp_path, traffic(int(duration / 2.2)))
     config = write_config(tmp_path, sim.path, ca.port, us.port)
     try:
         for _ in range(KILLS):

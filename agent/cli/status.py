@@ -136,6 +136,10 @@ def render(doc: dict, paint: Paint) -> str:
         lines.append(f"  {'':<10}     backlog {b['events']} events, {b['alerts']} alerts, oldest "
                      f"{b['oldest_event_age_s'] if b['oldest_event_age_s'] is not None else '-'} s, "
                      f"drain {b.get('drain_rate', 0)}/s" + (f", last error: {b['last_error']}" if b.get("last_error") else ""))
+        for c in b.get("certificates") or []:
+            if c["state"] != "ok":
+                left = f"{c['days_left']:.0f} days left" if "days_left" in c else c.get("error", "")
+                lines.append(paint.warn(f"  {'':<10}     tls.{c['file']} {c['state']}: {left}"))
     lines.append("cache")
     for c in doc["cache"] or [{"source": "-", "records": 0, "seq": "-", "updated_ms": None}]:
         lines.append(f"  {c['source']:<4} {c['records']} records, seq {c['seq']}, updated {_age(c['updated_ms'], now_ms)}")

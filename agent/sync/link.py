@@ -238,12 +238,13 @@ class BackendLink:
         self._wake.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self.connected:
+        was_connected, self.connected = self.connected, False
+        if was_connected:
             log.warning("back end %s: connection lost (%s); %d in flight kept for re-send", self.backend.name,
                         reason_code, len(self._inflight))
-        self.connected = False
-        if reason_code.is_failure:
-            self.last_error = f"disconnected: {reason_code}"
+            if reason_code.is_failure:
+                self.last_error = f"disconnected: {reason_code}"
+        # Not connected yet: keep the refusal's own reason (bad credentials, TLS) as last_error.
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         item = self._inflight.pop(mid, None)
