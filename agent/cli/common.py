@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 
 from agent import config as config_mod
-from agent.errors import ConfigError
+from agent.errors import ConfigError, StoreError
+from agent.store.db import open_reader
 
 
 def load_config(args) -> config_mod.Config | None:
@@ -17,6 +19,19 @@ def load_config(args) -> config_mod.Config | None:
     except ConfigError as e:
         for problem in e.problems:
             print(f"{e.path}: {problem}", file=sys.stderr)
+        return None
+
+
+def open_lane(args, command: str) -> tuple[config_mod.Config, sqlite3.Connection] | None:
+    """The config and a read-only connection to its store, or None after saying what is
+    wrong (the caller exits 2). Close the connection with contextlib.closing."""
+    cfg = load_config(args)
+    if cfg is None:
+        return None
+    try:
+        return cfg, open_reader(cfg.store.path)
+    except StoreError as e:
+        print(f"laneagent {command}: {e}", file=sys.stderr)
         return None
 
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
+from contextlib import closing
 
-from agent.cli.common import load_config, print_json
-from agent.errors import StoreError
+from agent.cli.common import open_lane, print_json
 from agent.readers.report import epc_uri
 from agent.store.cache import CacheView
-from agent.store.db import open_reader
 
 
 def register(subparsers) -> None:
@@ -42,16 +40,12 @@ def lookup(cache: CacheView, epc: str, now_ms: int, eta_window_h: float) -> dict
 
 
 def run(args) -> int:
-    cfg = load_config(args)
-    if cfg is None:
-        return 2
     epc = args.epc.replace(" ", "").upper()
-    try:
-        conn = open_reader(cfg.store.path)
-    except StoreError as e:
-        print(f"laneagent lookup: {e}", file=sys.stderr)
+    opened = open_lane(args, "lookup")
+    if opened is None:
         return 2
-    with conn:
+    cfg, conn = opened
+    with closing(conn):
         doc = lookup(CacheView(conn), epc, int(time.time() * 1000), cfg.lane.eta_window_h)
     if args.json:
         print_json(doc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import closing
 import os
 import signal
 import sys
@@ -15,9 +16,7 @@ import time
 
 import cbor2
 
-from agent.cli.common import load_config, print_json
-from agent.errors import StoreError
-from agent.store.db import open_reader
+from agent.cli.common import load_config, open_lane, print_json
 from agent.store.outbox import Outbox
 
 
@@ -47,17 +46,13 @@ def _daemon(cfg) -> dict:
 
 
 def run_list(args) -> int:
-    cfg = load_config(args)
-    if cfg is None:
+    opened = open_lane(args, "queue")
+    if opened is None:
         return 2
-    try:
-        conn = open_reader(cfg.store.path)
-    except StoreError as e:
-        print(f"laneagent queue: {e}", file=sys.stderr)
-        return 2
+    cfg, conn = opened
     live = {b["name"]: b for b in _daemon(cfg).get("backends", [])}
     now_ms = int(time.time() * 1000)
-    with conn:
+    with closing(conn):
         outbox = Outbox(conn)
         rows = [{"backend": b.name, "country": b.country, **outbox.backlog(b.name, now_ms),
                  "drain_rate": live.get(b.name, {}).get("drain_rate"),
@@ -75,15 +70,11 @@ def run_list(args) -> int:
 
 
 def run_show(args) -> int:
-    cfg = load_config(args)
-    if cfg is None:
+    opened = open_lane(args, "queue show")
+    if opened is None:
         return 2
-    try:
-        conn = open_reader(cfg.store.path)
-    except StoreError as e:
-        print(f"laneagent queue show: {e}", file=sys.stderr)
-        return 2
-    with conn:
+    _, conn = opened
+    with closing(conn):
         row = conn.execute("SELECT seq, created_ms, body FROM events WHERE event_id = ?", (args.event_id,)).fetchone()
         if row is None:
             print(f"laneagent queue show: no event {args.event_id} (purged after retention_days, or mistyped)",

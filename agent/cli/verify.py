@@ -9,14 +9,12 @@ retention leave the chain starting later; that is reported, not an error.
 from __future__ import annotations
 
 import argparse
-import sys
+from contextlib import closing
 
 import cbor2
 
-from agent.cli.common import load_config, print_json
-from agent.errors import StoreError
+from agent.cli.common import open_lane, print_json
 from agent.lane.event import GENESIS, IDENTITY_KEYS, chain_hash, section_digests
-from agent.store.db import open_reader
 
 
 def register(subparsers) -> None:
@@ -63,15 +61,11 @@ def verify(conn) -> dict:
 
 
 def run(args) -> int:
-    cfg = load_config(args)
-    if cfg is None:
+    opened = open_lane(args, "verify")
+    if opened is None:
         return 2
-    try:
-        conn = open_reader(cfg.store.path)
-    except StoreError as e:
-        print(f"laneagent verify: {e}", file=sys.stderr)
-        return 2
-    with conn:
+    _, conn = opened
+    with closing(conn):
         doc = verify(conn)
     if args.json:
         print_json(doc)
