@@ -78,6 +78,7 @@ def test_sigkill_at_random_instants_loses_nothing_journaled(tmp_path, brokers):
     duration = 3.0 + KILLS * 1.4
     sim = ReaderSim(tmp_path, traffic(int(duration / 2.2)))
     config = write_config(tmp_path, sim.path, ca.port, us.port)
+    agent = None
     try:
         for _ in range(KILLS):
             agent = Agent(tmp_path, config).start()
@@ -90,6 +91,8 @@ def test_sigkill_at_random_instants_loses_nothing_journaled(tmp_path, brokers):
         assert delivered > 0
         assert agent.kill(signal.SIGTERM) == 0
     finally:
+        if agent:
+            agent.stop()
         sim.stop()
         for p in probes:
             p.close()

@@ -239,7 +239,9 @@ class BackendLink:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was_connected, self.connected = self.connected, False
-        if was_connected:
+        if was_connected and self._stop.is_set():
+            log.info("back end %s: disconnected (agent stopping)", self.backend.name)
+        elif was_connected:
             log.warning("back end %s: connection lost (%s); %d in flight kept for re-send", self.backend.name,
                         reason_code, len(self._inflight))
             if reason_code.is_failure:
