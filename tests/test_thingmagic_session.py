@@ -272,11 +272,12 @@ def test_other_pyserial_urls(sims, sessions, tmp_path, tcp_bridge):
 
 
 def test_unknown_dialect_is_a_clear_error(lane):
-    cfg = ReaderConfig(name="gate", dialect="r2000", url="loop://")
-    with pytest.raises(ReaderError, match=r"unknown reader dialect 'r2000' \(available: thingmagic\)"):
+    cfg = ReaderConfig(name="gate", dialect="impinj-llrp", url="loop://")
+    with pytest.raises(ReaderError, match=r"unknown reader dialect 'impinj-llrp' "
+                                          r"\(available: thingmagic, r2000, alien, chafon\)"):
         registry.open_session(cfg, lane.on_report, lane.on_state)
     with pytest.raises(registry.UnknownDialect):
-        registry.decode("chafon", b"")
+        registry.decode("sirit", b"")
 
 
 # --- the simulator as a separate process, killed and restarted behind a stable link ------

@@ -1,12 +1,15 @@
 """`laneagent decode`: run a dialect's codec over captured bytes and print what it finds.
 
 Input is a hex argument (`--hex "FF 24 22 ..."`, spaces, colons and 0x prefixes allowed)
-or raw bytes on stdin, decoded in chunks so a long capture streams. Output (DESIGN 2.1,
-2.4) is one JSON object per line: a tag report per read, `{"error": CODE, "offset": N}`
-per rejected frame (offsets count from the start of the input). Bytes skipped while
-resynchronising are not errors. `--from-host` decodes the other direction (the commands
-a host sent); `--all` also prints frames that are not tag reports (command replies,
-keep-alives). Exit 0, or 3 if any frame was rejected; 2 for unusable input.
+or raw bytes on stdin, decoded in chunks so a long capture streams; for the text dialect
+(alien) stdin is the raw text as captured (CR LF, NUL and all, or plain LF lines). Output
+(DESIGN 2.1, 2.4) is one JSON object per line: a tag report per read, `{"error": CODE,
+"offset": N}` per rejected frame or line (offsets count from the start of the input).
+Bytes skipped while resynchronising are not errors. `--from-host` decodes the other
+direction (the commands a host sent); `--all` also prints frames that are not tag reports
+(command replies, keep-alives, round ends, prompts). `--custom-format` gives the alien
+reader's TagListCustomFormat when its tag lines are Custom (default: the one laneagent
+sets). Exit 0, or 3 if any frame was rejected; 2 for unusable input.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import json
 import re
 import sys
 
-from agent.readers import registry
+from agent.readers import alien, registry
 from agent.readers.report import DecodeError, TagReport
 
 EXIT_OK, EXIT_USAGE, EXIT_REJECTED = 0, 2, 3
@@ -26,6 +29,10 @@ EPILOG = """examples:
   laneagent decode --dialect thingmagic --hex "FF 00 22 04 00 84 E0"
   laneagent decode --dialect thingmagic < capture.bin
   laneagent decode --dialect thingmagic --from-host --hex "FF 03 2F 00 00 02 5E 86"
+  laneagent decode --dialect r2000 --hex "A0 13 01 89 04 30 00 E2 00 30 16 66 13 01 21 15 50 74 EF 45 BF"
+  laneagent decode --dialect chafon --hex "07 00 01 01 01 00 1E 4B" --all
+  printf 'Tag:E200 3411 B802 0115 1612 6544, Count:1, Ant:0\\r\\n' | laneagent decode --dialect alien
+  laneagent decode --dialect alien --custom-format '%k;${MSEC1};${MSEC2};%a;%m;%r' < console.log
 """
 
 
@@ -37,6 +44,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--hex", metavar="HEX", help="bytes as hex; without it, raw bytes are read from stdin")
     parser.add_argument("--from-host", action="store_true", help="decode host-to-reader commands instead")
     parser.add_argument("--all", action="store_true", help="also print frames that are not tag reports")
+    parser.add_argument("--custom-format", metavar="FMT",
+                        help="alien: the reader's TagListCustomFormat (default %r)" % alien.DRIVER_FORMAT.replace("%", "%%"))
     parser.set_defaults(func=run)
     return parser
 
@@ -61,6 +70,13 @@ def _chunks(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    """Decode the input and print JSON lines. `epc_uri` comes from epcpy (TagReport.to_dict),
+    which decodes the GS1 binary EPC schemes of 96 bits and more (SGTIN, SSCC, SGLN, GRAI,
+    GIAI, GID, GSRN, GDTI, CPI, SGCN, ITIP, ...). It cannot decode, and those reads carry no
+    `epc_uri`: EPCs that are not GS1 encodings (E2... TID-style numbers, the reference numbers
+    on border-crossing cards and transponders, ISO 17363/ATA headers), EPCs shorter than 96
+    bits, the TDS 2.0 "+" schemes with headers 0xF7 and up, and GS1 headers whose fields break
+    its rules (a DoD-96 CAGE code or an ADI-var part with characters it rejects)."""
     try:
         spec = registry.dialect(args.dialect)
     except registry.UnknownDialect as e:
@@ -68,6 +84,16 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from_host = getattr(args, "from_host", False)
     decode = spec.decode_host if from_host else spec.decode
+    custom = getattr(args, "custom_format", None)
+    if custom is not None:
+        if spec.name != "alien":
+            print("laneagent decode: --custom-format is for --dialect alien", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            decode = decode if from_host else alien.make_decoder(custom)
+        except (ValueError, re.error) as e:
+            print(f"laneagent decode: --custom-format: {e}", file=sys.stderr)
+            return EXIT_USAGE
     show_all = from_host or getattr(args, "all", False)
     out = sys.stdout
     rejected = False

@@ -1,8 +1,9 @@
 """The dialect registry: one descriptor per reader dialect, looked up by its config name.
 
-A descriptor names the dialect's codec (module-to-host and host-to-module decoders)
-and its session class. The daemon calls `open_session`, `laneagent decode` calls
-`decode`/`dialect`. Adding a dialect (r2000, alien, chafon) is one entry in `DIALECTS`.
+A descriptor names the dialect's codec (reader-to-host and host-to-reader decoders),
+its session class and whether it speaks text (`laneagent decode` then reads raw text).
+The daemon calls `open_session`, `laneagent decode` calls `decode`/`dialect`, `laneagent
+reader probe` walks `DIALECTS`. Adding a dialect is one entry in `DIALECTS`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from typing import Callable
 
 from agent.config import ReaderConfig
 from agent.errors import LaneAgentError, ReaderError
-from agent.readers import thingmagic
+from agent.readers import alien, chafon, r2000, thingmagic
+from agent.readers.alien_session import AlienSession
+from agent.readers.chafon_session import ChafonSession
+from agent.readers.r2000_session import R2000Session
 from agent.readers.session import OnReport, OnState, ReaderSession
 from agent.readers.thingmagic_session import ThingMagicSession
 
@@ -25,10 +29,14 @@ class Dialect:
     decode: Decoder  # reader-to-host bytes
     decode_host: Decoder  # host-to-reader bytes
     session: type[ReaderSession]
+    text: bool = False
 
 
 DIALECTS: dict[str, Dialect] = {
     "thingmagic": Dialect("thingmagic", thingmagic.decode, thingmagic.decode_host, ThingMagicSession),
+    "r2000": Dialect("r2000", r2000.decode, r2000.decode_host, R2000Session),
+    "alien": Dialect("alien", alien.decode, alien.decode_host, AlienSession, text=True),
+    "chafon": Dialect("chafon", chafon.decode, chafon.decode_host, ChafonSession),
 }
 
 

@@ -11,7 +11,11 @@ session that had been healthy reconnects at once with a fresh backoff, so a flap
 reader backs off but a reader that dropped once does not wait. `stop()` sends the
 dialect's stop command if the port is open, closes it and joins the thread. Dialects
 subclass and fill in the hooks: `decode`, `initialise`, `on_frame`, `poll`,
-`stop_command`, `is_stop_reply`.
+`stop_command`, `is_stop_reply`. A frame left unfinished when the line goes quiet for
+`flush_after_s` is decoded with `final=True` (an idle timeout, as UARTs use), so a cut-off
+frame is counted and frames hidden behind a stray start byte come out without waiting for
+more traffic. `PollCycle` paces the commands of polling dialects (one round per antenna).
+The port's recent traffic is kept in a bounded ring per reader for `laneagent diag`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, Callable
 from tenacity import Retrying, retry_if_exception_type, wait_exponential, wait_random
 
 from agent.config import ReaderConfig
+from agent.diagnostics.traffic import TrafficTap, ring_for
 from agent.errors import ReaderError
 from agent.readers.report import DecodeError, TagReport
 from agent.readers.transport import PORT_ERRORS, SerialTransport
@@ -43,10 +48,12 @@ class ReaderSession:
     """Dialect-independent reader lifecycle; subclasses provide the hooks below."""
 
     dialect = ""
+    round_timeout_s = 2.0  # polling dialects: a round with no end this long is given up
 
     def __init__(self, cfg: ReaderConfig, on_report: OnReport, on_state: OnState, *,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0, command_timeout_s: float = 1.0,
-                 stable_s: float = 2.0, read_timeout_s: float = 0.02):
+                 stable_s: float = 2.0, read_timeout_s: float = 0.02, flush_after_s: float = 0.1,
+                 round_timeout_s: float | None = None):
         self.cfg = cfg
         self.name = cfg.name
         self._on_report = on_report
@@ -55,7 +62,13 @@ class ReaderSession:
         self.backoff_max_s = backoff_max_s
         self.command_timeout_s = command_timeout_s
         self.stable_s = stable_s  # proved alive this long after init = healthy: the next reconnect is immediate
-        self.transport = SerialTransport(cfg.url, cfg.baudrate, read_timeout=min(read_timeout_s, cfg.silence_timeout_s / 4))
+        self.flush_after_s = flush_after_s  # a line quiet this long mid-frame: the frame was cut off
+        if round_timeout_s is not None:
+            self.round_timeout_s = round_timeout_s
+        # The port's recent traffic goes to a bounded ring per reader, for `laneagent diag`.
+        self.transport = TrafficTap(SerialTransport(cfg.url, cfg.baudrate,
+                                                    read_timeout=min(read_timeout_s, cfg.silence_timeout_s / 4)),
+                                    ring_for(cfg.name))
         self.state, self.state_detail = STOPPED, "not started"
         self.model: str | None = None
         self.firmware: str | None = None
@@ -67,6 +80,7 @@ class ReaderSession:
         self.alive_mono = 0.0  # time.monotonic() of the last valid frame; 0.0 = never
         self.streaming = False  # init done, reading reports
         self._rest = b""
+        self._rx_mono = 0.0  # when bytes last arrived
         self._ever_up = False
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -97,7 +111,7 @@ class ReaderSession:
                 "last_error": self.last_error, "last_report_wall_ms": self.last_report_wall_ms}
 
     # --- dialect hooks -----------------------------------------------------------------
-    def decode(self, buffer: bytes) -> tuple[list, bytes]:
+    def decode(self, buffer: bytes, final: bool = False) -> tuple[list, bytes]:
         """The codec: bytes -> ([TagReport | DecodeError | other frames], rest)."""
         raise NotImplementedError
 
@@ -123,20 +137,25 @@ class ReaderSession:
     def send(self, frame: bytes) -> None:
         self.transport.write(frame)
 
-    def command(self, frame: bytes, matches: Callable[[Any], bool], what: str, timeout: float | None = None) -> Any:
+    def command(self, frame: bytes, matches: Callable[[Any], bool], what: str, timeout: float | None = None,
+                attempts: int = 1) -> Any:
         """Send `frame`, return the first frame `matches` accepts. Reports arriving meanwhile
-        are delivered as usual. ReaderError if nothing matches within the timeout."""
+        are delivered as usual. With `attempts` > 1 the frame is sent again after each timeout
+        (for idempotent commands on a noisy line). ReaderError if nothing ever matches."""
         timeout = self.command_timeout_s if timeout is None else timeout
-        self.send(frame)
-        deadline = time.monotonic() + timeout
-        while True:
-            reply = self._pump(matches)
-            if reply is not None:
-                return reply
-            if self._stopping.is_set():
-                raise ReaderDown("stopping")
-            if time.monotonic() >= deadline:
-                raise ReaderError(self.name, f"{what}: no answer within {timeout:g} s")
+        for _ in range(attempts):
+            self.send(frame)
+            deadline = time.monotonic() + timeout
+            while True:
+                reply = self._pump(matches)
+                if reply is not None:
+                    return reply
+                if self._stopping.is_set():
+                    raise ReaderDown("stopping")
+                if time.monotonic() >= deadline:
+                    break
+        tries = f" ({attempts} tries)" if attempts > 1 else ""
+        raise ReaderError(self.name, f"{what}: no answer within {timeout:g} s{tries}")
 
     # --- the thread --------------------------------------------------------------------
     def _run(self) -> None:
@@ -191,8 +210,10 @@ class ReaderSession:
         if self._stopping.is_set():
             return
         self.last_error = reason
-        if (self.state, self.state_detail) != (DOWN, reason):
+        if self.state != DOWN:  # one line per state change; a new reason shows in last_error
             self._set_state(DOWN, reason)
+        else:
+            self.state_detail = reason
         if up_at is not None and self.alive_mono - up_at >= self.stable_s:
             return  # it was healthy: reconnect now, with a fresh backoff
         raise ReaderDown(reason)
@@ -209,9 +230,13 @@ class ReaderSession:
     def _pump(self, matches: Callable[[Any], bool] | None = None) -> Any:
         """Read one chunk and dispatch what it holds; return the first item `matches` accepts."""
         data = self.transport.read()
-        if not data:
+        if data:
+            self._rx_mono = time.monotonic()
+            items, self._rest = self.decode(self._rest + data if self._rest else data)
+        elif self._rest and time.monotonic() - self._rx_mono >= self.flush_after_s:
+            items, self._rest = self.decode(self._rest, True)  # the line went quiet mid-frame
+        else:
             return None
-        items, self._rest = self.decode(self._rest + data if self._rest else data)
         if not items:
             return None
         mono, wall_ms = time.monotonic(), int(time.time() * 1000)
@@ -270,3 +295,48 @@ class ReaderSession:
             self._on_state(self.name, state, detail)
         except Exception:
             log.exception("reader %s: on_state failed", self.name)
+
+
+class PollCycle:
+    """Paces a polling dialect: one round at a time, antennas in turn, a round that gets no
+    end within `timeout_s` is given up (its frames were lost on the line) so polling goes on.
+    Not thread-safe: used from the session thread only."""
+
+    def __init__(self, antennas, timeout_s: float, pause_s: float = 0.0):
+        self.antennas = tuple(antennas) or (1,)
+        self.timeout_s = timeout_s
+        self.pause_s = pause_s  # between rounds, so a reader that answers at once is not hammered
+        self.busy = False
+        self.index = 0
+        self.rounds = 0
+        self.timeouts = 0
+        self._sent_at = 0.0
+        self._next_at = 0.0
+
+    @property
+    def antenna(self) -> int:
+        return self.antennas[self.index]
+
+    def due(self, now: float) -> bool:
+        """True when the next round may start (the previous one ended or timed out)."""
+        if self.busy and now - self._sent_at > self.timeout_s:
+            self.busy = False
+            self.timeouts += 1
+            self.index = (self.index + 1) % len(self.antennas)
+            self._next_at = now
+        return not self.busy and now >= self._next_at
+
+    def started(self, now: float) -> None:
+        self.busy, self._sent_at = True, now
+
+    def finished(self, now: float, next_antenna: bool = True) -> None:
+        if not self.busy:
+            return
+        self.busy = False
+        self.rounds += 1
+        if next_antenna:
+            self.index = (self.index + 1) % len(self.antennas)
+        self._next_at = now + self.pause_s
+
+    def reset(self) -> None:
+        self.busy, self.index, self._next_at = False, 0, 0.0

@@ -33,10 +33,11 @@ def _reply_to(opcode: int):
 class ThingMagicSession(ReaderSession):
     dialect = tm.DIALECT
     boot_timeout_s = 3.0  # leaving the bootloader takes the module a few hundred ms
+    attempts = 3
     metadata_flags = tm.META_REPORT
 
-    def decode(self, buffer: bytes) -> tuple[list, bytes]:
-        return tm.decode(buffer)
+    def decode(self, buffer: bytes, final: bool = False) -> tuple[list, bytes]:
+        return tm.decode(buffer, final)
 
     def initialise(self) -> None:
         cfg = self.cfg
@@ -59,7 +60,8 @@ class ThingMagicSession(ReaderSession):
         self._call(tm.build_start_reading(self.metadata_flags), "start reading")
 
     def _call(self, frame: bytes, what: str, timeout: float | None = None, accept_error: bool = False) -> tm.Reply:
-        reply = self.command(frame, _reply_to(frame[2]), what, timeout)
+        # Every init command is idempotent, so a reply lost to line noise is asked for again.
+        reply = self.command(frame, _reply_to(frame[2]), what, timeout, attempts=self.attempts)
         if not reply.ok and not accept_error:
             raise ReaderError(self.name, f"{what}: module answered {reply.status_name} (0x{reply.status:04X})")
         return reply

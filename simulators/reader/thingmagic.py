@@ -17,9 +17,9 @@ the codec against hand-written bytes.
 from __future__ import annotations
 
 import logging
-import random
 
 from agent.readers import thingmagic as tm
+from simulators.reader.base import Frame, ReaderModel
 from simulators.scenario import Scenario
 
 log = logging.getLogger(__name__)
@@ -31,22 +31,19 @@ HOP_TABLES = {"EU": (865700, 866300, 866900, 867500), "EU3": (865700, 866300, 86
 NA_HOPS = tuple(902750 + 500 * k for k in range(50))
 
 
-class ThingMagicModel:
+class ThingMagicModel(ReaderModel):
     dialect = tm.DIALECT
 
     def __init__(self, scenario: Scenario, *, hardware: int = 0x18, ports: int = 4, regions=None,
                  keepalive_s: float | None = None, announce_boot: bool = True, start_streaming: bool = False,
-                 seed: int | None = None):
-        self.scenario = scenario
+                 seed: int | None = None, boot_s: float = 0.0):
+        super().__init__(scenario, seed=seed, boot_s=boot_s)
         self.ports = ports
         self.regions = set(regions) if regions is not None else set(tm.Region)
         self.keepalive_s = keepalive_s if keepalive_s is not None else scenario.keepalive_s
         self.announce_boot = announce_boot
         self.version_block = tm.encode_version_block(bytes.fromhex("12060600"), bytes([hardware, 0, 0, 0x20]),
                                                      bytes.fromhex("20230915"), bytes.fromhex("01210014"))
-        self.rng = random.Random(seed)
-        self.commands: list[tm.Command] = []  # every command received, for tests and logs
-        self.muted = False  # a hung module: answers nothing, streams nothing
         self._rest = b""
         self._reset()
         if start_streaming:  # as if a previous host had started it and gone away
@@ -64,16 +61,16 @@ class ThingMagicModel:
         self._stream_start = self._next_cycle = self._last_sent = 0.0
 
     # --- host -> module ----------------------------------------------------------------
-    def receive(self, data: bytes, now: float) -> bytes:
-        items, self._rest = tm.decode_host(self._rest + data)
-        out = bytearray()
+    def receive(self, data: bytes, now: float) -> list[Frame]:
+        items, self._rest = tm.decode_host(self.host_bytes(self._rest, data, now))
+        out = []
         for item in items:
-            if type(item) is tm.Command and not self.muted:  # a real module drops frames with a bad CRC
+            if type(item) is tm.Command:  # a real module drops frames with a bad CRC
                 self.commands.append(item)
                 reply = self._answer(item, now)
                 log.info("host %s -> %s", tm.opcode_name(item.opcode), tm.status_name(reply[3] << 8 | reply[4]))
-                out += reply
-        return bytes(out)
+                out.append(Frame(reply))
+        return out
 
     def _answer(self, cmd: tm.Command, now: float) -> bytes:
         op, data = cmd.opcode, cmd.data
@@ -140,30 +137,29 @@ class ThingMagicModel:
 
     # --- module -> host, unasked -------------------------------------------------------
     def next_due(self, now: float) -> float:
-        return self._next_cycle if self.streaming and not self.muted else float("inf")
+        return self._next_cycle if self.streaming else float("inf")
 
-    def poll(self, now: float) -> bytes:
-        if not self.streaming or self.muted or now < self._next_cycle:
-            return b""
+    def poll(self, now: float) -> list[Frame]:
+        if not self.streaming or now < self._next_cycle:
+            return []
         self._next_cycle = max(self._next_cycle + 1.0 / self.scenario.read_rate_hz, now)
         reads = [r for r in self.scenario.reads(now, self.rng) if r.antenna in self.antennas]
         if not reads:
             if now - self._last_sent < self.keepalive_s:
-                return b""
+                return []
             self._last_sent = now
-            return tm.encode_keepalive()
+            return [Frame(tm.encode_keepalive())]
         self._last_sent = now
         hops = HOP_TABLES.get(tm.region_name(self.region), NA_HOPS)
         stamp = int((now - self._stream_start) * 1000) & 0xFFFFFFFF
-        return b"".join(
-            tm.encode_tag_frame(bytes.fromhex(r.epc), self.metadata_flags, count=1, rssi=max(-128, r.rssi),
-                                antenna=r.antenna, frequency_khz=self.rng.choice(hops), timestamp_ms=stamp,
-                                phase=self.rng.randrange(0, 180), q=4, target=0)
-            for r in reads)
+        return [Frame(tm.encode_tag_frame(bytes.fromhex(r.epc), self.metadata_flags, count=1, rssi=max(-128, r.rssi),
+                                          antenna=r.antenna, frequency_khz=self.rng.choice(hops), timestamp_ms=stamp,
+                                          phase=self.rng.randrange(0, 180), q=4, target=0), (r.epc,))
+                for r in reads]
 
-    def power_cycle(self, now: float) -> bytes:
+    def power_cycle(self, now: float) -> list[Frame]:
         """Reboot: back in the bootloader, settings lost, not streaming."""
         log.info("module power-cycled%s", "" if self.announce_boot else " (silently)")
         self._reset()
         self._rest = b""
-        return tm.encode_reply(OP.BOOT_FIRMWARE, ST.OK, self.version_block) if self.announce_boot else b""
+        return [Frame(tm.encode_reply(OP.BOOT_FIRMWARE, ST.OK, self.version_block))] if self.announce_boot else []

@@ -1,0 +1,205 @@
+"""Find which dialect and baud rate a reader speaks, and its model and firmware, changing nothing.
+
+The port is opened once (exclusively, so a port the daemon holds is refused, not shared)
+and its speed changed in place, to spare readers the DTR toggling of repeated opens. At
+each baud rate, most common first, the probe first listens (a ThingMagic module left
+streaming and an Alien reader in autonomous mode speak unasked; their frames name the
+dialect), then sends each dialect's identification query and waits for its answer:
+ThingMagic `get version` only (never `boot firmware`: a module in its bootloader stays
+there), R2000 `get firmware version`, Chafon `get reader information`, Alien a blank
+line (ends any half line our binary queries left) then `get ReaderVersion` and `get
+ReaderType`. All of them are read-only. Between queries it waits for the reply timeout,
+longer than the inter-byte timeout reader firmware uses to drop half-received frames, so
+one dialect's bytes do not swallow the next query; each round of queries is repeated
+`attempts` times. Only a reply that passes its dialect's checksum and names the query
+counts, so garbage at a wrong speed cannot pass as a reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import serial
+
+from agent.readers import alien, chafon, r2000
+from agent.readers import thingmagic as tm
+from agent.readers.report import TagReport
+
+log = logging.getLogger(__name__)
+
+BAUDS = (115200, 57600, 9600, 38400, 230400, 460800, 921600)  # the usual rates, most common first
+ORDER = ("thingmagic", "r2000", "chafon", "alien")
+
+
+@dataclass
+class Found:
+    dialect: str
+    baudrate: int
+    model: str | None
+    firmware: str | None
+    detail: str = ""
+
+    def toml(self, url: str, name: str = "booth") -> str:
+        return "\n".join(['[[readers]]', f'name = "{name}"            # any unique name: alarms say reader_down:{name}',
+                          f'dialect = "{self.dialect}"', f'url = "{url}"', f"baudrate = {self.baudrate}",
+                          "antennas = [1]            # the ports with an antenna connected",
+                          "silence_timeout_s = 10"]) + "\n"
+
+
+@dataclass
+class ProbeReport:
+    url: str
+    found: Found | None
+    tried: list[str] = field(default_factory=list)  # "115200 thingmagic", ... in order
+
+    def to_dict(self) -> dict:
+        out: dict = {"url": self.url, "found": self.found is not None, "tried": self.tried}
+        if self.found:
+            f = self.found
+            out.update(dialect=f.dialect, baudrate=f.baudrate, model=f.model, firmware=f.firmware, detail=f.detail,
+                       toml=f.toml(self.url))
+        return out
+
+
+def _tm_identify(item):
+    if type(item) is tm.Reply and item.opcode == tm.Opcode.GET_VERSION and item.ok and len(item.data) >= 20:
+        info = tm.parse_version(item.data)
+        return info.model, info.firmware_version
+    return None
+
+
+def _r2000_identify(item):
+    if type(item) is r2000.Reply and item.command == r2000.Cmd.GET_FIRMWARE_VERSION and len(item.data) == 2:
+        return "R2000", r2000.firmware_version(item)
+    return None
+
+
+def _chafon_identify(item):
+    if type(item) is chafon.Reply and item.command == chafon.Cmd.GET_READER_INFO and item.ok:
+        try:
+            info = chafon.parse_reader_info(item)
+        except ValueError:
+            return None
+        return info.model, info.firmware
+    return None
+
+
+def _alien_identify(item):
+    if type(item) is alien.Message and item.kind == "value" and item.name.lower().endswith("readerversion"):
+        return None, item.value
+    return None
+
+
+@dataclass(frozen=True)
+class Query:
+    dialect: str
+    request: bytes
+    decode: Callable
+    identify: Callable  # item -> (model, firmware) or None
+    unasked: Callable  # item -> True if it proves the dialect without a question
+
+
+QUERIES = {
+    "thingmagic": Query("thingmagic", tm.build_get_version(), tm.decode, _tm_identify,
+                        lambda i: type(i) is TagReport or (type(i) is tm.Reply and i.opcode == tm.Opcode.READ_MULTIPLE)),
+    "r2000": Query("r2000", r2000.build_get_firmware_version(), r2000.decode, _r2000_identify,
+                   lambda i: type(i) in (TagReport, r2000.RoundEnd)),
+    "chafon": Query("chafon", chafon.build_get_reader_info(), chafon.decode, _chafon_identify,
+                    lambda i: type(i) is TagReport),
+    "alien": Query("alien", b"\r\n" + alien.build_get("ReaderVersion"), alien.decode, _alien_identify,
+                   lambda i: type(i) is TagReport or (type(i) is alien.Message and i.kind in (
+                       "prompt", "notify_begin", "notify_end"))),
+}
+
+
+class PortBusy(Exception):
+    """The port cannot be opened (missing, no permission, or held by another program)."""
+
+
+def _open(url: str, baudrate: int) -> serial.SerialBase:
+    try:
+        port = serial.serial_for_url(url, do_not_open=True, baudrate=baudrate, timeout=0.02, write_timeout=1.0)
+        if isinstance(port, serial.Serial):
+            port.exclusive = True
+        port.open()
+        return port
+    except (serial.SerialException, OSError, ValueError) as e:
+        held = "lock" in str(e).lower()  # pyserial's flock refusal: someone holds it
+        raise PortBusy(f"cannot open {url}: {e}" + (" (held by another program: is laneagent running?)"
+                                                    if held else "")) from None
+
+
+def _collect(port, query: Query, seconds: float, want: Callable) -> object:
+    """Read for up to `seconds`, decoding as `query.dialect`; the first result `want` gives."""
+    deadline, rest = time.monotonic() + seconds, b""
+    while time.monotonic() < deadline:
+        data = port.read(4096)
+        if not data:
+            continue
+        items, rest = query.decode(rest + data)
+        for item in items:
+            result = want(item)
+            if result:
+                return result
+    return None
+
+
+def _ask_alien_type(port) -> str | None:
+    port.reset_input_buffer()
+    port.write(alien.build_get("ReaderType"))
+    value = _collect(port, QUERIES["alien"], 1.0, lambda i: type(i) is alien.Message and i.kind == "value"
+                     and i.name.lower().endswith("readertype") and i.value)
+    if not value:
+        return None
+    model = value.split("Model:", 1)[1].split("(")[0].strip() if "Model:" in value else value
+    return model or None
+
+
+def _unasked(port, dialects, seconds: float) -> str | None:
+    """Listen without sending: which dialect, if any, is talking by itself."""
+    raw, deadline = b"", time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        raw += port.read(4096)
+    for name in dialects:
+        items, _ = QUERIES[name].decode(raw, True)
+        if sum(1 for i in items if QUERIES[name].unasked(i)) >= 2:  # two frames: not a fluke of noise
+            return name
+    return None
+
+
+def probe(url: str, bauds=BAUDS, dialects=ORDER, *, listen_s: float = 0.3, reply_timeout_s: float = 0.3,
+          attempts: int = 2) -> ProbeReport:
+    """Try `dialects` at `bauds` until one answers. Raises PortBusy if the port cannot be opened."""
+    report = ProbeReport(url, None)
+    port = _open(url, bauds[0])
+    try:
+        for baud in bauds:
+            port.baudrate = baud
+            time.sleep(0.02)  # let a USB adapter settle at the new speed
+            port.reset_input_buffer()
+            talking = _unasked(port, dialects, listen_s)
+            for attempt in range(attempts):
+                for name in dialects:
+                    query = QUERIES[name]
+                    report.tried.append(f"{baud} {name}")
+                    port.reset_input_buffer()
+                    port.write(query.request)
+                    answer = _collect(port, query, reply_timeout_s, query.identify)
+                    if answer:
+                        model, firmware = answer
+                        if name == "alien":
+                            model = _ask_alien_type(port)
+                        report.found = Found(name, baud, model, firmware)
+                        log.info("probe %s: %s at %d baud", url, name, baud)
+                        return report
+            if talking:  # it talks but will not answer: say what it is, ask nothing more
+                detail = ("reading continuously; its model is not asked, since stopping it would change its state"
+                          if talking == "thingmagic" else "sending tags by itself (autonomous mode)")
+                report.found = Found(talking, baud, None, None, detail)
+                return report
+        return report
+    finally:
+        port.close()
