@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test test-long soak bench setup mosquitto clean
+.PHONY: demo test test-long soak bench fuzz setup mosquitto install uninstall clean
 
 demo: setup mosquitto
 	$(BIN)/python -m simulators.demo
@@ -20,6 +20,9 @@ soak: setup mosquitto
 
 bench: setup mosquitto
 	$(BIN)/python -m tests.bench
+
+fuzz: setup
+	$(BIN)/python -m tests.bench.fuzz
 
 setup: $(STAMP)
 
@@ -42,6 +45,13 @@ mosquitto:
 	{ $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto >/dev/null; } || { \
 	  echo "apt-get could not install mosquitto. Run by hand: sudo apt-get update && sudo apt-get install -y mosquitto"; exit 1; }; \
 	echo "mosquitto installed (the tests and the demo start their own brokers on free ports)."
+
+# On a booth, as root (README "Install on a booth"); DESTDIR=/tmp/root stages instead.
+install:
+	@DESTDIR="$(DESTDIR)" PYTHON="$(PY)" PIP_ARGS="$(PIP_ARGS)" sh systemd/install.sh install
+
+uninstall:
+	@DESTDIR="$(DESTDIR)" PYTHON="$(PY)" sh systemd/install.sh uninstall
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -20,10 +20,12 @@ from agent import __version__, systemd
 from agent.clock import ClockWatch
 from agent.config import Config
 from agent.core import LaneCore
+from agent.diagnostics import traffic
 from agent.lane.event import alarm_alert
 from agent.readers import registry
 from agent.store.writer import StoreWriter
 from agent.sync.link import BackendLink
+from agent.sync.tls import CertificateWatch
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ LINK_STALL_S = 10.0
 BACKEND_ALARM_AFTER_S = 10.0
 BUDGET_EVERY_S = 10.0
 CLOCK_ALARM_FOR_S = 600.0  # a clock jump stays an alarm this long, so a technician sees it
+TRAFFIC_DUMP_EVERY_S = 300.0  # raw reader traffic for `laneagent diag`; SIGUSR2 dumps at once
 
 
 class Daemon:
@@ -46,11 +49,14 @@ class Daemon:
         self.sessions = [registry.open_session(r, self.core.submit_read, self._reader_state) for r in cfg.readers]
         self.alarms: dict[str, dict] = {}
         self.clock = ClockWatch()
+        self.certificates = CertificateWatch(cfg)  # re-reads the TLS certificates hourly
         self._last_jump_mono: float | None = None
         self._next_budget_mono = 0.0
         self.backlog_bytes = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._dump_traffic = threading.Event()
+        self._next_traffic_mono = time.monotonic() + TRAFFIC_DUMP_EVERY_S
 
     # --- lifecycle ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -61,6 +67,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stop.set())
         signal.signal(signal.SIGUSR1, lambda *_: self.retry_now())  # `laneagent queue retry`
+        signal.signal(signal.SIGUSR2, lambda *_: self._dump_traffic.set())  # `laneagent diag`
         self.core.start()
         for link in self.links:
             link.start()
@@ -75,6 +82,7 @@ class Daemon:
         while not self._stop.wait(STATUS_EVERY_S if ping_every is None else min(STATUS_EVERY_S, ping_every)):
             self._update_alarms()
             self._write_status()
+            self._maybe_dump_traffic()
             if ping_every is not None and time.monotonic() >= next_ping:
                 problems = self.problems()
                 if not problems:
@@ -94,6 +102,7 @@ class Daemon:
         for link in self.links:
             link.stop()
         self._write_status(state="stopped")
+        self._maybe_dump_traffic(force=True)
         self.writer.close()
         log.info("stopped")
 
@@ -147,7 +156,7 @@ class Daemon:
         return out
 
     def _reader_state(self, name: str, state: str, detail: str) -> None:
-        log.info("reader %s: %s%s", name, state, f" ({detail})" if detail else "")
+        # The session logs its own state changes; here they become alarms.
         if state == "down":
             self._raise_alarm(f"reader_down:{name}", detail)
         elif state == "up":
@@ -172,6 +181,7 @@ class Daemon:
             self._raise_alarm("store_unwritable", self.core.store_error)
         else:
             self._clear_alarm("store_unwritable")
+        self.certificates.update(self._raise_alarm, self._clear_alarm)
         if now >= self._next_budget_mono:
             self._next_budget_mono = now + BUDGET_EVERY_S
             self._check_budget()
@@ -242,13 +252,24 @@ class Daemon:
     def health(self) -> dict:
         return {
             "readers": [s.snapshot() for s in self.sessions],
-            "backends": [link.snapshot() for link in self.links],
+            "backends": [{**link.snapshot(), "certificates": self.certificates.figures(link.backend.name)}
+                         for link in self.links],
             "counters": dict(self.core.counters),
             "random_rate": self.core.random_rate,
             "alarms": list(self.alarms.values()),
             "clock": self.clock.figures(),
             "backlog_bytes": self.backlog_bytes,
         }
+
+    def _maybe_dump_traffic(self, force: bool = False) -> None:
+        """Raw reader traffic to traffic-<reader>.hex beside status.json: asked for (SIGUSR2), due, or at stop."""
+        now = time.monotonic()
+        if not (force or self._dump_traffic.is_set() or now >= self._next_traffic_mono):
+            return
+        self._dump_traffic.clear()
+        self._next_traffic_mono = now + TRAFFIC_DUMP_EVERY_S
+        readers = {r.name: f"{r.dialect} on {r.url} at {r.baudrate} baud" for r in self.cfg.readers}
+        traffic.dump_all(os.path.dirname(self.cfg.status_path), lambda name: readers.get(name, ""))
 
     def _write_status(self, state: str = "running") -> None:
         doc = {"pid": os.getpid(), "state": state, "version": __version__, "started_ms": self.started_ms,

@@ -10,9 +10,9 @@ import argparse
 import sys
 
 from agent import __version__
-from agent.cli import cache_cmd, decode, lookup, queue_cmd, run, status, verify
+from agent.cli import cache_cmd, decode, diag, doctor, lookup, queue_cmd, reader_cmd, run, status, tail, verify
 
-COMMANDS = (run, status, queue_cmd, decode, lookup, cache_cmd, verify)
+COMMANDS = (run, status, doctor, tail, queue_cmd, decode, lookup, cache_cmd, verify, reader_cmd, diag)
 
 
 def _common(parser: argparse.ArgumentParser, top: bool) -> None:
