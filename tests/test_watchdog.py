@@ -12,7 +12,6 @@ import subprocess
 import threading
 import time
 
-import cbor2
 
 from tests.helpers import ROOT, agent_cmd, backend_toml, lane_toml
 from tests.mqtt_probe import Probe

@@ -27,7 +27,7 @@ from binascii import crc_hqx
 from dataclasses import dataclass
 from enum import IntEnum
 
-from agent.readers.report import DecodeError, TagReport
+from agent.readers.report import DecodeError, TagReport, enum_name
 
 DIALECT = "chafon"
 BROADCAST = 0xFF
@@ -80,19 +80,12 @@ BANDS = {1: "China2", 2: "US", 3: "Korea", 4: "EU", 6: "Ukraine", 7: "Peru", 8: 
 _REV = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
 
 
-def _name(enum, value: int, unknown: str) -> str:
-    try:
-        return enum(value).name
-    except ValueError:
-        return unknown.format(value)
-
-
 def command_name(cmd: int) -> str:
-    return _name(Cmd, cmd, "CMD_0x{:02X}").lower()
+    return enum_name(Cmd, cmd, "CMD_0x{:02X}").lower()
 
 
 def status_name(status: int) -> str:
-    return _name(Status, status, "STATUS_0x{:02X}")
+    return enum_name(Status, status, "STATUS_0x{:02X}")
 
 
 def crc16(body: bytes) -> int:

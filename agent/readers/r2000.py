@@ -24,7 +24,7 @@ from binascii import crc_hqx
 from dataclasses import dataclass
 from enum import IntEnum
 
-from agent.readers.report import DecodeError, TagReport
+from agent.readers.report import DecodeError, TagReport, enum_name
 
 DIALECT = "r2000"
 HEAD = 0xA0
@@ -68,19 +68,12 @@ ROUND_END_LEN = 0x0A
 BAUD_CODES = {3: 38400, 4: 115200}
 
 
-def _name(enum, value: int, unknown: str) -> str:
-    try:
-        return enum(value).name
-    except ValueError:
-        return unknown.format(value)
-
-
 def command_name(cmd: int) -> str:
-    return _name(Cmd, cmd, "CMD_0x{:02X}").lower()
+    return enum_name(Cmd, cmd, "CMD_0x{:02X}").lower()
 
 
 def result_name(code: int) -> str:
-    return _name(Result, code, "RESULT_0x{:02X}")
+    return enum_name(Result, code, "RESULT_0x{:02X}")
 
 
 def checksum(body: bytes) -> int:

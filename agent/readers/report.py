@@ -68,3 +68,11 @@ def epc_uri(epc_hex: str) -> str | None:
         return hex_to_tag_encodable(epc_hex).epc_uri
     except Exception:  # epcpy raises several unrelated types on unknown input
         return None
+
+
+def enum_name(enum, value: int, unknown: str) -> str:
+    """A codec's name for a command or status byte, or `unknown` formatted with it."""
+    try:
+        return enum(value).name
+    except ValueError:
+        return unknown.format(value)
