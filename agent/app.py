@@ -23,6 +23,8 @@ from agent.core import LaneCore
 from agent.diagnostics import traffic
 from agent.lane.event import alarm_alert
 from agent.readers import registry
+from agent.store.db import open_reader
+from agent.store.outbox import Outbox
 from agent.store.writer import StoreWriter
 from agent.sync.link import BackendLink
 from agent.sync.tls import CertificateWatch
@@ -44,8 +46,8 @@ class Daemon:
         self.started_ms = int(time.time() * 1000)
         self.writer = StoreWriter(cfg.store.path)
         self.core = LaneCore(cfg, self.writer)
-        self.links = [BackendLink(cfg, b, self.core, health=self.health, birth=self.birth, on_command=self.command)
-                      for b in cfg.backends]
+        self.links = [BackendLink(cfg, b, self.core, health=self.health_report, birth=self.birth,
+                                  on_command=self.command) for b in cfg.backends]
         self.sessions = [registry.open_session(r, self.core.submit_read, self._reader_state) for r in cfg.readers]
         self.alarms: dict[str, dict] = {}
         self.clock = ClockWatch()
@@ -197,7 +199,6 @@ class Daemon:
 
     def _check_budget(self) -> None:
         """Alarm (and keep working) when the undelivered backlog exceeds store.max_queue_mb."""
-        from agent.store.db import open_reader
         try:
             conn = open_reader(self.cfg.store.path)
             try:
@@ -242,12 +243,24 @@ class Daemon:
         return {"seq": next_seq - 1, "hash": head, "started_ms": self.started_ms}
 
     def writer_state(self) -> tuple[int, str]:
-        from agent.store.db import open_reader
         conn = open_reader(self.cfg.store.path)
         try:
             return conn.execute("SELECT next_seq, head_hash FROM lane_state WHERE id = 1").fetchone()
         finally:
             conn.close()
+
+    def health_report(self) -> dict:
+        """What goes out on B/health (every 30 s): the status figures, plus the chain head,
+        so a back end can detect truncation or rollback, and the backlog and gaps."""
+        conn = open_reader(self.cfg.store.path)
+        try:
+            next_seq, head = conn.execute("SELECT next_seq, head_hash FROM lane_state WHERE id = 1").fetchone()
+            outbox = Outbox(conn)
+            backlog = {b.name: outbox.backlog(b.name) for b in self.cfg.backends}
+            gaps = outbox.gaps(10)
+        finally:
+            conn.close()
+        return {**self.health(), "chain": {"seq": next_seq - 1, "hash": head}, "backlog": backlog, "gaps": gaps}
 
     def health(self) -> dict:
         return {

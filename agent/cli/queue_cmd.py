@@ -57,8 +57,9 @@ def run_list(args) -> int:
         rows = [{"backend": b.name, "country": b.country, **outbox.backlog(b.name, now_ms),
                  "drain_rate": live.get(b.name, {}).get("drain_rate"),
                  "last_error": live.get(b.name, {}).get("last_error")} for b in cfg.backends]
+        gaps = outbox.gaps()
     if args.json:
-        print_json({"backends": rows})
+        print_json({"backends": rows, "gaps": gaps})
         return 0
     print(f"{'back end':<10} {'events':>8} {'alerts':>7} {'MB':>8} {'oldest':>10} {'drain/s':>8}  last error")
     for r in rows:
@@ -66,7 +67,14 @@ def run_list(args) -> int:
         mb = (r["event_bytes"] + r["alert_bytes"]) / 1e6
         print(f"{r['backend']:<10} {r['events']:>8} {r['alerts']:>7} {mb:>8.2f} {oldest:>10} "
               f"{r['drain_rate'] if r['drain_rate'] is not None else '-':>8}  {r['last_error'] or ''}")
+    print("gaps (reads the agent could not keep): " + ("none" if not gaps else ""))
+    for g in gaps:
+        print(f"  {g['count']} reads between {_ms(g['first_ms'])} and {_ms(g['last_ms'])}: {g['reason']}")
     return 0
+
+
+def _ms(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
 
 
 def run_show(args) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sqlite3
 import time
 
+import cbor2
+
 
 class Outbox:
     def __init__(self, conn: sqlite3.Connection):
@@ -40,3 +42,9 @@ class Outbox:
         last = self.conn.execute("SELECT max(delivered_ms) FROM deliveries WHERE backend = ?", (backend,)).fetchone()[0]
         out["last_delivered_ms"] = last
         return out
+
+    def gaps(self, limit: int = 20) -> list[dict]:
+        """The latest gap alerts: reads the agent could not keep (first/last time, count, reason)."""
+        rows = self.conn.execute("SELECT created_ms, body FROM alerts WHERE kind = 'gap' ORDER BY id DESC LIMIT ?",
+                                 (limit,)).fetchall()
+        return [{"recorded_ms": created, **cbor2.loads(body)["detail"]} for created, body in rows]
