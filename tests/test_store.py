@@ -125,3 +125,10 @@ def test_outbox_offers_oldest_first_and_forgets_delivered(writer):
     backlog = outbox.backlog("cbsa", now_ms=1100)
     assert backlog["events"] == 2 and backlog["oldest_event_age_s"] == 1.0 and backlog["last_delivered_ms"] == 200
     assert writer.chain_state() == (4, "h")
+
+
+def test_only_the_fields_the_lane_needs_are_stored(writer):
+    rec = {**driver("D1", "AA01"), "date_of_birth": "1970-01-01", "home_address": "1 Main St"}
+    apply(writer, msg("CA", 1, "snapshot", rec))
+    [(_, _, stored)] = CacheView(writer.conn).tagged("AA01")
+    assert stored == {"kind": "driver", "id": "D1", "name": "N", "card_epc": "AA01", "status": "valid"}

@@ -24,6 +24,16 @@ KINDS: dict[str, tuple[str | None, str | None]] = {
     "shipment": ("trip", None),
     "lookout": (None, "expires_ms"),
 }
+# The fields of DESIGN 2.6, the only ones kept: whatever else a back end sends (a date
+# of birth, an address) is personal data the lane does not need, and is not stored.
+FIELDS: dict[str, frozenset[str]] = {kind: frozenset(("kind", "id") + fields) for kind, fields in {
+    "driver": ("name", "card_epc", "card_expires_ms", "status", "programs"),
+    "conveyance": ("vin", "plate", "plate_region", "carrier", "transponder_epc", "decal_expires_ms", "status"),
+    "equipment": ("number", "plate", "plate_region", "tag_epc", "seals"),
+    "trip": ("carrier", "port", "eta_ms", "conveyance", "drivers", "equipment", "shipments"),
+    "shipment": ("trip", "shipper", "consignee", "description", "trusted_trader"),
+    "lookout": ("subject_kind", "subject", "reason", "severity", "expires_ms"),
+}.items()}
 TAGGED_KINDS = ("driver", "conveyance", "equipment")
 SUBJECT_KINDS = ("driver", "conveyance", "equipment", "carrier", "epc")
 OPS = ("upsert", "delete", "snapshot")
@@ -145,7 +155,8 @@ def _row(source: str, rec: dict) -> tuple:
         if key and key_field.endswith("_epc"):
             key = key.upper()
     return (source, kind, rec["id"], key, rec.get("eta_ms") if kind == "trip" else None,
-            rec.get(expiry_field) if expiry_field else None, json.dumps(rec, default=_json_default))
+            rec.get(expiry_field) if expiry_field else None,
+            json.dumps({k: v for k, v in rec.items() if k in FIELDS[kind]}, default=_json_default))
 
 
 def _json_default(value: Any) -> Any:
