@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -345,3 +346,29 @@ def test_a_crossing_line_shows_only_what_was_shared():
     event.update(kind="exit", findings=[hit], referral={"refer": True, "reasons": ["lookout_hit"], "random": False})
     assert crossing_line(event, "US").endswith(
         "truck TRK-0012 tags 1 findings: lookout_hit(US:LKO-US-0001) referral: yes (lookout_hit)")
+
+
+def test_a_signing_back_end_sends_cose_sign1_the_agent_accepts(broker, tmp_path):
+    from agent.sync.cose import load_public_key, verify_sign1
+    from simulators.backend.signing import new_key_pair
+
+    key = new_key_pair(tmp_path / "cbsa.pub")
+    got = []
+    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="watch-signed")
+    watcher.on_message = lambda c, u, m: got.append(m.payload)
+    watcher.connect(broker.host, broker.port)
+    watcher.subscribe("border/0901/cache", qos=1)
+    watcher.loop_start()
+    time.sleep(0.3)
+    backend = Backend("cbsa", "CA", broker.host, broker.port, records=[{"kind": "driver", "id": "D1"}],
+                      signing_key=key).start()
+    try:
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.05)
+        payload = verify_sign1(got[0], load_public_key(str(tmp_path / "cbsa.pub")))
+        assert cbor2.loads(payload)["records"] == [{"kind": "driver", "id": "D1"}]
+    finally:
+        backend.stop()
+        watcher.loop_stop()
+        watcher.disconnect()

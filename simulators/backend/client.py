@@ -22,11 +22,13 @@ from typing import Callable, Iterable
 
 import cbor2
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from simulators.backend.render import TOPIC_KINDS, Received
+from simulators.backend.signing import sign1
 from simulators.backend.verify import ChainVerifier
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,8 @@ class Backend:
                  on_message: Callable[[Received], None] | None = None,
                  expect_share: Iterable[str] | None = None, snapshot_on_connect: bool = True,
                  first_seq: int | None = 1, seq_file: str | os.PathLike | None = None,
-                 keepalive_s: int = 10, client_id: str | None = None):
+                 keepalive_s: int = 10, client_id: str | None = None,
+                 signing_key: Ed25519PrivateKey | None = None):
         if mqtt_version not in ("5", "3.1.1"):
             raise ValueError(f"mqtt_version must be '5' or '3.1.1', not {mqtt_version!r}")
         self.name, self.country, self.host, self.port = name, country, host, port
@@ -56,6 +59,7 @@ class Backend:
         self.on_event, self.on_message = on_event, on_message
         self.snapshot_on_connect, self.keepalive_s = snapshot_on_connect, keepalive_s
         self.client_id = client_id or f"backend-{name}-{port_code}"
+        self.signing_key = signing_key  # with it, every downlink message goes out as a COSE_Sign1
         self.cache_topic = f"{topic_prefix}/{port_code}/cache"
         self._records = {(r["kind"], r["id"]): dict(r) for r in records}
         self._seq_file = Path(seq_file) if seq_file else None
@@ -168,7 +172,7 @@ class Backend:
         message = {"v": 1, "type": "cache", "source": self.country, "seq": self._cache_seq, "op": op,
                    "records": records}
         # paho queues QoS 1 messages while disconnected and sends them on reconnect
-        self._client.publish(self.cache_topic, cbor2.dumps(message), qos=1)
+        self._client.publish(self.cache_topic, self._seal(message), qos=1)
         log.info("%s: cache %s seq %d, %d records", self.name, op, self._cache_seq, len(records))
         return self._cache_seq
 
@@ -263,6 +267,10 @@ class Backend:
         while not self._stopping.wait(ACK_FLUSH_S):
             self._flush_acks()
 
+    def _seal(self, message: dict) -> bytes:
+        payload = cbor2.dumps(message)
+        return sign1(payload, self.signing_key) if self.signing_key else payload
+
     def _flush_acks(self) -> None:
         with self._lock:
             pending, self._pending_acks = self._pending_acks, {}
@@ -270,7 +278,7 @@ class Backend:
             for i in range(0, len(event_ids), ACK_BATCH):
                 batch = event_ids[i:i + ACK_BATCH]
                 self._client.publish(f"{self.topic_prefix}/{self.port_code}/{lane}/acks",
-                                     cbor2.dumps({"v": 1, "type": "ack", "event_ids": batch}), qos=1)
+                                     self._seal({"v": 1, "type": "ack", "event_ids": batch}), qos=1)
                 with self._lock:
                     self._acks_sent += batch
 

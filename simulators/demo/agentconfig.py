@@ -20,7 +20,7 @@ BACKEND_NAMES = {"CA": "cbsa", "US": "cbp"}
 
 
 def demo_config(store_path: Path, reader_url: str, broker_ports: dict[str, int], host: str = "127.0.0.1",
-                template: Path = TEMPLATE) -> dict:
+                template: Path = TEMPLATE, verify_keys: dict[str, str] | None = None) -> dict:
     """The template with the demo's lane, store, reader and brokers; one back end per country."""
     doc = tomllib.loads(template.read_text())
     doc["lane"].update(DEMO_LANE)
@@ -30,7 +30,8 @@ def demo_config(store_path: Path, reader_url: str, broker_ports: dict[str, int],
     doc["readers"] = [reader]
     by_country = {b["country"]: b for b in doc["backends"]}
     # cbsa keeps the template's full share, cbp its reduced one: both kinds get exercised
-    doc["backends"] = [dict(by_country[country], name=BACKEND_NAMES[country], host=host, port=port)
+    doc["backends"] = [dict(by_country[country], name=BACKEND_NAMES[country], host=host, port=port,
+                            **({"verify_key": verify_keys[country]} if verify_keys else {}))
                        for country, port in broker_ports.items()]
     return doc
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TextIO
 
 from simulators.backend import Backend, describe
+from simulators.backend.signing import new_key_pair
 from simulators.demo.agentconfig import BACKEND_NAMES, DEMO_LANE, ROOT, shared_sections, write_demo_config
 from simulators.demo.processes import Child, ChildError
 from simulators.demo.tally import Receiver, Tally
@@ -119,8 +120,11 @@ def _run(options: DemoOptions, run_dir: Path, stack: contextlib.ExitStack, say: 
     scenario_started = time.monotonic()
 
     config_path = run_dir / "agent.toml"
+    # Each back end signs its downlink with its own key; the agent verifies (DESIGN 2.6).
+    keys = {c: new_key_pair(run_dir / f"{BACKEND_NAMES[c]}.pub") for c in brokers}
     doc = write_demo_config(config_path, store_path=run_dir / "agent" / "agent.db", reader_url=pty,
-                            broker_ports={c: b.port for c, b in brokers.items()})
+                            broker_ports={c: b.port for c, b in brokers.items()},
+                            verify_keys={c: str(run_dir / f"{BACKEND_NAMES[c]}.pub") for c in brokers})
     receivers = [Receiver(b["name"], b["country"], "entry" if b["country"] == DEMO_LANE["entering"] else "exit",
                           tuple(b.get("share", ()))) for b in doc["backends"]]
     tally = Tally(scenario, receivers, doc["referral"]["refer_on"])
@@ -130,6 +134,7 @@ def _run(options: DemoOptions, run_dir: Path, stack: contextlib.ExitStack, say: 
         backend = Backend(BACKEND_NAMES[country], country, brokers[country].host, brokers[country].port,
                           records=fleet.records_for(country), expect_share=shared_sections(doc, country),
                           snapshot_on_connect=False,  # sent once the agent is subscribed, below
+                          signing_key=keys[country],
                           on_event=lambda r, c=country: say(tally.line(c, r)),
                           on_message=_alert_printer(country, say))
         stack.callback(backend.stop)
@@ -141,6 +146,7 @@ def _run(options: DemoOptions, run_dir: Path, stack: contextlib.ExitStack, say: 
     stack.callback(agent.stop)
     agent.start()
     say(f"reader on {pty}; agent started (log: {agent.log_path.name}); waiting for its birth messages")
+    say("downlink signed: each back end signs its cache and acks (COSE_Sign1, Ed25519); the agent verifies")
 
     problems = _load_caches(backends, agent, options.birth_timeout_s, say)
     interrupted_at: float | None = None
