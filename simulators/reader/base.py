@@ -65,3 +65,26 @@ class ReaderModel:
 
     def power_cycle(self, now: float) -> list[Frame]:
         raise NotImplementedError
+
+
+class AddressedModel(ReaderModel):
+    """A binary reader that takes addressed command frames (r2000, chafon): `codec` is the
+    dialect's codec module (decode_host, Command, BROADCAST), `_answer` the reply to one."""
+
+    codec = None
+    address = 0
+
+    def receive(self, data: bytes, now: float) -> list[Frame]:
+        if self.booting(now):
+            return []
+        items, self._rest = self.codec.decode_host(self.host_bytes(self._rest, data, now))
+        out: list[Frame] = []
+        for cmd in items:
+            if type(cmd) is not self.codec.Command or cmd.address not in (self.address, self.codec.BROADCAST):
+                continue  # a real reader drops frames that fail their checksum
+            self.commands.append(cmd)
+            out += self._answer(cmd, now)
+        return out
+
+    def _answer(self, cmd, now: float) -> list[Frame]:
+        raise NotImplementedError

@@ -19,15 +19,16 @@ from __future__ import annotations
 import logging
 
 from agent.readers import chafon
-from simulators.reader.base import Frame, ReaderModel
+from simulators.reader.base import AddressedModel, Frame
 from simulators.scenario import Scenario
 
 log = logging.getLogger(__name__)
 Cmd, Status = chafon.Cmd, chafon.Status
 
 
-class ChafonModel(ReaderModel):
+class ChafonModel(AddressedModel):
     dialect = chafon.DIALECT
+    codec = chafon
 
     def __init__(self, scenario: Scenario, *, type_code: int = 0x0C, version: tuple[int, int] = (2, 26),
                  address: int = 0, power_dbm: int = 30, tags_per_frame: int = 3, parameters: bool = True,
@@ -46,18 +47,6 @@ class ChafonModel(ReaderModel):
         self.round: tuple[float, int] | None = None  # (due, 1-based port)
         self.rounds = 0
         self._rest = b""
-
-    def receive(self, data: bytes, now: float) -> list[Frame]:
-        if self.booting(now):
-            return []
-        items, self._rest = chafon.decode_host(self.host_bytes(self._rest, data, now))
-        out: list[Frame] = []
-        for cmd in items:
-            if type(cmd) is not chafon.Command or cmd.address not in (self.address, chafon.BROADCAST):
-                continue  # a real reader drops frames with a bad CRC
-            self.commands.append(cmd)
-            out += self._answer(cmd, now)
-        return out
 
     def _reply(self, cmd: int, status: int, data: bytes = b"") -> list[Frame]:
         return [Frame(chafon.encode_reply(cmd, status, data, self.address))]

@@ -17,15 +17,16 @@ from __future__ import annotations
 import logging
 
 from agent.readers import r2000
-from simulators.reader.base import Frame, ReaderModel
+from simulators.reader.base import AddressedModel, Frame
 from simulators.scenario import Scenario
 
 log = logging.getLogger(__name__)
 Cmd, Result = r2000.Cmd, r2000.Result
 
 
-class R2000Model(ReaderModel):
+class R2000Model(AddressedModel):
     dialect = r2000.DIALECT
+    codec = r2000
 
     def __init__(self, scenario: Scenario, *, address: int = 1, firmware: tuple[int, int] = (1, 9), ports: int = 4,
                  missing=(), power_dbm: int = 30, power_per_port: bool = False, boot_s: float = 0.5,
@@ -45,17 +46,6 @@ class R2000Model(ReaderModel):
         self._rest = b""
 
     # --- host -> reader ------------------------------------------------------------------
-    def receive(self, data: bytes, now: float) -> list[Frame]:
-        if self.booting(now):
-            return []
-        items, self._rest = r2000.decode_host(self.host_bytes(self._rest, data, now))
-        out: list[Frame] = []
-        for cmd in items:
-            if type(cmd) is not r2000.Command or cmd.address not in (self.address, r2000.BROADCAST):
-                continue  # a real reader drops frames with a bad checksum
-            self.commands.append(cmd)
-            out += self._answer(cmd, now)
-        return out
 
     def _result(self, cmd: int, code: int = Result.SUCCESS) -> list[Frame]:
         return [Frame(r2000.encode_result(cmd, code, self.address))]
