@@ -6,8 +6,8 @@ import contextlib
 import io
 import subprocess
 import sys
+import time
 from pathlib import Path
-
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,3 +88,25 @@ def agent_cmd(config: Path, *extra: str) -> list[str]:
 
 def run_agent(config: Path, timeout: float = 20) -> subprocess.CompletedProcess:
     return subprocess.run(agent_cmd(config), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def wait_for(predicate, timeout: float = 20.0) -> bool:
+    """Poll `predicate` until it holds (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def decode_in_pieces(decode, stream: bytes, rnd) -> list:
+    """Feed `stream` to a codec's `decode` in random pieces of 1 to 64 bytes, as a serial
+    line delivers it, and flush at the end; returns every item decoded."""
+    got, rest, pos = [], b"", 0
+    while pos < len(stream):
+        step = rnd.randint(1, 64)
+        items, rest = decode(rest + stream[pos:pos + step])
+        got += items
+        pos += step
+    return got + decode(rest, final=True)[0]

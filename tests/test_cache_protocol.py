@@ -3,20 +3,12 @@
 import time
 
 from simulators.backend import Backend
+from tests.helpers import wait_for
 from tests.test_sync import Lane, make_cfg
 
 
 def drivers(*ns):
     return [{"kind": "driver", "id": f"D{n}", "card_epc": f"E2{n:022X}", "status": "valid"} for n in ns]
-
-
-def wait(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_gap_is_answered_by_a_snapshot_and_reapplying_changes_nothing(tmp_path, broker_factory):
@@ -25,24 +17,24 @@ def test_a_gap_is_answered_by_a_snapshot_and_reapplying_changes_nothing(tmp_path
     lane = Lane(cfg)
     backend = Backend("cbsa", "CA", ca.host, ca.port, records=drivers(1, 2), snapshot_on_connect=False).start()
     try:
-        assert wait(lambda: backend.last_status("C3") is not None)
+        assert wait_for(lambda: backend.last_status("C3") is not None)
         time.sleep(0.5)
         backend.publish_snapshot()  # seq 1
         backend.publish_cache("upsert", drivers(3))  # seq 2
-        assert wait(lambda: lane.core.counters["cache_messages"] == 2)
+        assert wait_for(lambda: lane.core.counters["cache_messages"] == 2)
         backend._cache_seq += 1  # seq 3 is lost on the way: published by nobody, seen by nobody
         backend.publish_cache("upsert", drivers(4))  # seq 4: a gap
-        assert wait(lambda: backend.requests != [])
+        assert wait_for(lambda: backend.requests != [])
         assert backend.requests[0] == {"v": 1, "type": "resync", "source": "CA", "have_seq": 2}
         # The simulator answered with a snapshot of all it holds (seq 5): D1..D4.
-        assert wait(lambda: lane.writer.conn.execute(
+        assert wait_for(lambda: lane.writer.conn.execute(
             "SELECT seq FROM cache_sources WHERE source = 'CA'").fetchone()[0] == 5)
         ids = lambda: sorted(r[0] for r in lane.writer.conn.execute("SELECT id FROM cache_records"))  # noqa: E731
         assert ids() == ["D1", "D2", "D3", "D4"]
         before = lane.writer.conn.execute("SELECT source, kind, id, body FROM cache_records ORDER BY id").fetchall()
         backend._cache_seq -= 1  # the same snapshot (seq 5) delivered again
         backend.publish_snapshot()
-        assert wait(lambda: lane.core.counters["cache_duplicates"] == 1)
+        assert wait_for(lambda: lane.core.counters["cache_duplicates"] == 1)
         after = lane.writer.conn.execute("SELECT source, kind, id, body FROM cache_records ORDER BY id").fetchall()
         assert after == before
     finally:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from agent.readers import chafon
 from agent.readers.report import DecodeError, TagReport
+from tests.helpers import decode_in_pieces
 
 
 def h(text: str) -> bytes:
@@ -227,11 +228,5 @@ def test_damage_never_yields_a_report_and_never_hides_a_good_frame(traffic, rnd)
     reported = [i.epc for i in whole if type(i) is TagReport]
     assert not any(epc.startswith("DEAD") for epc in reported)
     assert reported == good
-    got, rest, pos = [], b"", 0
-    while pos < len(stream):
-        step = rnd.randint(1, 64)
-        items, rest = chafon.decode(rest + stream[pos:pos + step])
-        got += items
-        pos += step
-    got += chafon.decode(rest, final=True)[0]
+    got = decode_in_pieces(chafon.decode, stream, rnd)
     assert [i.epc for i in got if type(i) is TagReport] == good

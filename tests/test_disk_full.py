@@ -13,6 +13,7 @@ from agent import config, core
 from agent.core import LaneCore
 from agent.readers.report import TagReport
 from agent.store.writer import StoreWriter
+from tests.helpers import wait_for
 
 
 def make(tmp_path):
@@ -25,15 +26,6 @@ def make(tmp_path):
     lane = LaneCore(cfg, writer)
     lane.start()
     return writer, lane
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def fill_up(writer):

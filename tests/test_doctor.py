@@ -22,7 +22,7 @@ import pytest
 from agent.doctor import checks_brokers, checks_host
 from agent.store.writer import StoreWriter
 from simulators.reader.runner import SimulatedReader
-from tests.helpers import ROOT, backend_toml, cli, lane_toml, reader_toml
+from tests.helpers import ROOT, backend_toml, cli, lane_toml, reader_toml, wait_for
 from tests.lane_harness import Agent
 from tests.support.certs import make_ca
 
@@ -343,15 +343,6 @@ def test_status_file_of_a_dead_daemon(lane):
     [(status, cause)] = statuses(doc, "daemon")
     assert (status, cause) == ("WARN", "daemon_not_running")
     assert f"pid {dead.pid}" in next(c["message"] for c in doc["checks"] if c["subject"] == "daemon")
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_two_daemons_on_one_database(lane):

@@ -15,19 +15,10 @@ import time
 import pytest
 
 from agent.cli.main import build_parser
-from tests.helpers import cli
+from tests.helpers import cli, wait_for
 from tests.lane_harness import Agent, ReaderSim, truck_pass, write_config
 
 CARD, TRUCK = "E2000000000000000000D001", "E2000000000000000000C001"
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def reader_state(tmp_path):

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from agent.readers import r2000
 from agent.readers.report import DecodeError, TagReport
+from tests.helpers import decode_in_pieces
 
 
 def h(text: str) -> bytes:
@@ -258,11 +259,5 @@ def test_damage_never_yields_a_report_and_never_hides_a_good_frame(traffic, rnd)
     reported = [i.epc for i in whole if type(i) is TagReport]
     assert not any(epc.startswith("DEAD") for epc in reported)
     assert reported == good
-    got, rest, pos = [], b"", 0
-    while pos < len(stream):
-        step = rnd.randint(1, 64)
-        items, rest = r2000.decode(rest + stream[pos:pos + step])
-        got += items
-        pos += step
-    got += r2000.decode(rest, final=True)[0]
+    got = decode_in_pieces(r2000.decode, stream, rnd)
     assert [i.epc for i in got if type(i) is TagReport] == good

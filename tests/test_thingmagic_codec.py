@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from agent.readers import thingmagic as tm
 from agent.readers.report import DecodeError, TagReport
+from tests.helpers import decode_in_pieces
 
 
 def h(text: str) -> bytes:
@@ -260,13 +261,7 @@ def test_damage_never_yields_a_report_and_never_hides_a_good_frame(traffic, rnd)
     assert not any(epc.startswith("DEAD") for epc in reported)
     assert reported == good
     # the same bytes arriving in random pieces decode to the same reports
-    got, rest, pos = [], b"", 0
-    while pos < len(stream):
-        step = rnd.randint(1, 64)
-        items, rest = tm.decode(rest + stream[pos:pos + step])
-        got += items
-        pos += step
-    got += tm.decode(rest, final=True)[0]
+    got = decode_in_pieces(tm.decode, stream, rnd)
     assert [i.epc for i in got if isinstance(i, TagReport)] == good
 
 

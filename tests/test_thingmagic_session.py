@@ -24,6 +24,7 @@ from agent.readers import registry
 from agent.readers import thingmagic as tm
 from simulators.reader import SimulatedReader
 from simulators.scenario import Pass, Scenario, ScenarioTag
+from tests.reader_lane import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 EPC = "E2801160600002054E2C1A2B"
@@ -32,14 +33,6 @@ EMPTY = Scenario(keepalive_s=0.2)
 SILENCE_S = 1.0
 FAST = {"backoff_initial_s": 0.1, "backoff_max_s": 0.5, "stable_s": 0.3}
 INIT = [0x2F, 0x04, 0x03, 0x97, 0x93, 0x91, 0x92, 0x2F]
-
-
-def wait_for(condition, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 class Lane:
