@@ -16,7 +16,7 @@ test-long: setup mosquitto
 	LANEAGENT_LONG=1 $(BIN)/python -m pytest -q
 
 soak: setup mosquitto
-	LANEAGENT_KILLS=1000 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_faults.py -k sigkill --timeout 7200
+	LANEAGENT_KILLS=1000 $(BIN)/python -m pytest -q -p no:cacheprovider tests/system/test_faults.py -k sigkill --timeout 7200
 
 bench: setup mosquitto
 	$(BIN)/python -m tests.bench

@@ -90,14 +90,18 @@ def run_agent(config: Path, timeout: float = 20) -> subprocess.CompletedProcess:
     return subprocess.run(agent_cmd(config), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
-def wait_for(predicate, timeout: float = 20.0) -> bool:
-    """Poll `predicate` until it holds (True) or `timeout` seconds pass (False)."""
+def wait_for(condition, timeout: float = 20.0, what: str = "condition"):
+    """Poll `condition` until it returns something truthy, and return that; raise
+    AssertionError after `timeout` seconds. The one waiting helper of the tests: a test
+    waits on the condition itself, never on a sleep."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
 
 
 def decode_in_pieces(decode, stream: bytes, rnd) -> list:

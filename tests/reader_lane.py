@@ -32,14 +32,6 @@ def scenario(at_s: float = 0.0, dwell_s: float = 1e6, rate_hz: float = 20) -> Sc
 EMPTY = Scenario(keepalive_s=0.2)
 
 
-def wait_for(condition, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
 class Lane:
     """What the daemon would see: the session's callbacks, recorded."""
 

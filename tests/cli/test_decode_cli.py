@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from agent.cli import decode
-from tests.test_thingmagic_codec import KEEPALIVE, SPARKFUN_START, STOP, TAG, TAG_ALL_METADATA
+from tests.readers.test_thingmagic_codec import KEEPALIVE, SPARKFUN_START, STOP, TAG, TAG_ALL_METADATA
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # The command as main.py will mount it, runnable as a child process for real stdin pipes.
 RUNNER = ("import argparse, sys; from agent.cli import decode; p = argparse.ArgumentParser(prog='laneagent');"
           "decode.register(p.add_subparsers()); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")

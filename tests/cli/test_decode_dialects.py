@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main as cli
-from tests.test_alien_codec import DRIVER, TERSE, TEXT
-from tests.test_chafon_codec import DONE_1, GET_INFO, INV_288, MORE_2, NO_TAG, TIMEOUT_1
-from tests.test_r2000_codec import FW_1_9, GET_FW, INVENTORY_1, ROUND_END, TAG, TAG_ANT3
+from tests.readers.test_alien_codec import DRIVER, TERSE, TEXT
+from tests.readers.test_chafon_codec import DONE_1, GET_INFO, INV_288, MORE_2, NO_TAG, TIMEOUT_1
+from tests.readers.test_r2000_codec import FW_1_9, GET_FW, INVENTORY_1, ROUND_END, TAG, TAG_ANT3
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(capsys, *argv, stdin: bytes | None = None, monkeypatch=None):

@@ -15,7 +15,8 @@ import time
 import pytest
 
 from simulators.reader import SimulatedReader
-from tests.reader_lane import DIALECTS, EPCS, SILENCE_S, Lane, open_session, scenario, settle_all, wait_for
+from tests.reader_lane import DIALECTS, EPCS, SILENCE_S, Lane, open_session, scenario, settle_all
+from tests.helpers import wait_for
 
 WINDOW = scenario(at_s=0.8, dwell_s=1.6)
 

@@ -14,7 +14,8 @@ import pytest
 
 from agent.readers import alien, chafon, r2000
 from simulators.reader import SimulatedReader
-from tests.reader_lane import EMPTY, EPCS, NEW_DIALECTS, SILENCE_S, Lane, open_session, scenario, wait_for
+from tests.reader_lane import EMPTY, EPCS, NEW_DIALECTS, SILENCE_S, Lane, open_session, scenario
+from tests.helpers import wait_for
 
 
 @pytest.fixture

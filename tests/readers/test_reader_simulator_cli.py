@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from simulators.reader.__main__ import model_options, parse_args
-from tests.reader_lane import DIALECTS, EPCS, Lane, open_session, wait_for
+from tests.reader_lane import DIALECTS, EPCS, Lane, open_session
+from tests.helpers import wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

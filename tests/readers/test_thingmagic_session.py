@@ -24,9 +24,9 @@ from agent.readers import registry
 from agent.readers import thingmagic as tm
 from simulators.reader import SimulatedReader
 from simulators.scenario import Pass, Scenario, ScenarioTag
-from tests.reader_lane import wait_for
+from tests.helpers import wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EPC = "E2801160600002054E2C1A2B"
 IN_FIELD = Scenario(passes=(Pass(0.0, 1e6, (ScenarioTag(EPC, 1, -48.0),)),), read_rate_hz=20, keepalive_s=0.2)
 EMPTY = Scenario(keepalive_s=0.2)

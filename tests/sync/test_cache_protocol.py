@@ -4,7 +4,7 @@ import time
 
 from simulators.backend import Backend
 from tests.helpers import wait_for
-from tests.test_sync import Lane, make_cfg
+from tests.sync.test_sync import Lane, make_cfg
 
 
 def drivers(*ns):

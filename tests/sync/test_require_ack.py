@@ -6,7 +6,7 @@ import time
 from agent import config
 from simulators.backend import Backend
 from tests.mqtt_probe import Probe
-from tests.test_sync import Lane
+from tests.sync.test_sync import Lane
 
 
 def owed(lane):

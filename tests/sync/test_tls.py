@@ -3,7 +3,7 @@
 Every certificate is made by the test (tests/support/pki.py). Connections go through
 a `Tap`, a TCP relay that records the first byte each client sends: 0x16 is a TLS
 ClientHello, 0x10 would be a plaintext MQTT CONNECT. The links run in-process (like
-tests/test_sync.py) so each failure's `last_error` and log lines can be read directly;
+tests/sync/test_sync.py) so each failure's `last_error` and log lines can be read directly;
 the last test runs the agent as a process for the certificate figures and alarms.
 """
 
@@ -32,7 +32,7 @@ from agent.store.cache import CacheView
 from agent.store.writer import StoreWriter
 from agent.sync import tls
 from agent.sync.link import BackendLink
-from tests.helpers import backend_toml, cli, lane_toml
+from tests.helpers import backend_toml, cli, lane_toml, wait_for
 from tests.lane_harness import Agent
 from tests.support.mosquitto import free_port
 from tests.support.pki import PKI, Peer, reference_acl, reference_broker_conf
@@ -166,16 +166,6 @@ def material(pki, who: str | None = "c3", ca: str = "ca") -> dict:
     return table
 
 
-def wait_for(condition, what: str, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 # --- the client context ---------------------------------------------------------------------
 def test_client_context_is_tls12_plus_our_ca_only_hostname_checked(pki):
     ctx = tls.client_context(TLSConfig(**material(pki)))
@@ -198,7 +188,7 @@ def test_lane_connects_with_its_certificate_and_events_birth_and_downlink_flow(t
     tap = taps(tls_broker.tls_port)
     lane = Lane(tmp_path, "127.0.0.1", tap.port, material(pki))
     try:
-        wait_for(lambda: lane.link.connected, f"the TLS link ({lane.link.last_error})")
+        wait_for(lambda: lane.link.connected, what=f"the TLS link ({lane.link.last_error})")
         assert lane.link.client.socket().version() in ("TLSv1.2", "TLSv1.3")
         birth = cbor2.loads(backend.wait(lambda: backend.on("border/0901/C3/status"), "birth")[0])
         assert birth["state"] == "online"
@@ -210,7 +200,7 @@ def test_lane_connects_with_its_certificate_and_events_birth_and_downlink_flow(t
         # Downlink under the ACL: the port's cache reaches the lane.
         backend.publish("border/0901/cache", cbor2.dumps({"v": 1, "type": "cache", "source": "CA", "seq": 1,
                                                           "op": "snapshot", "records": []}))
-        wait_for(lambda: CacheView(lane.writer.conn).sources(), "the cache snapshot applied")
+        wait_for(lambda: CacheView(lane.writer.conn).sources(), what="the cache snapshot applied")
         assert lane.link.last_error is None
         assert set(tap.first_bytes) == {TLS_HANDSHAKE}
         assert "as 0901/C3 (p5" in tls_broker.log_text()  # the broker knows us by our certificate's CN
@@ -240,9 +230,9 @@ def test_username_and_password_file_are_sent_over_tls(tmp_path, pki, broker_fact
                     {"username": "lane-0901-C3", "password_file": str(secret)})
         try:
             if works:
-                wait_for(lambda link=lane.link: link.connected, f"the password-authenticated link ({lane.link.last_error})")
+                wait_for(lambda link=lane.link: link.connected, what=f"the password-authenticated link ({lane.link.last_error})")
             else:
-                wait_for(lambda link=lane.link: link.last_error, "the refusal")
+                wait_for(lambda link=lane.link: link.last_error, what="the refusal")
                 time.sleep(0.5)
                 assert not lane.link.connected and "guessed" not in lane.link.last_error
         finally:
@@ -269,9 +259,9 @@ def test_tls_failure_is_clear_logged_once_and_never_plaintext(case, tmp_path, pk
         try:
             attempts = 3
             for n in range(1, attempts + 1):
-                wait_for(lambda n=n: tap.connections >= n and lane.link.last_error, f"attempt {n}")
+                wait_for(lambda n=n: tap.connections >= n and lane.link.last_error, what=f"attempt {n}")
                 lane.link.retry_now()  # skip the back-off
-            wait_for(lambda: expected in (lane.link.last_error or ""), f"{expected!r}, have {lane.link.last_error!r}")
+            wait_for(lambda: expected in (lane.link.last_error or ""), what=f"{expected!r}, have {lane.link.last_error!r}")
             assert not lane.link.connected
         finally:
             lane.stop()
@@ -286,7 +276,7 @@ def test_plaintext_listener_gets_a_client_hello_never_a_connect(tmp_path, pki, t
     lane = Lane(tmp_path, tap.host, tap.port, material(pki))
     try:
         for n in (1, 2, 3):
-            wait_for(lambda n=n: tap.connections >= n and lane.link.last_error, f"attempt {n}")
+            wait_for(lambda n=n: tap.connections >= n and lane.link.last_error, what=f"attempt {n}")
             lane.link.retry_now()
         assert "cannot connect to 127.0.0.1" in lane.link.last_error and not lane.link.connected
     finally:
@@ -384,13 +374,13 @@ def test_agent_process_reports_certificate_expiry_and_a_clear_tls_error(tmp_path
         for _ in range(2):  # two more attempts on the expired certificate: still one log line
             attempts = tap.connections
             agent.proc.send_signal(signal.SIGUSR1)  # `laneagent queue retry`: reconnect now
-            wait_for(lambda seen=attempts: tap.connections > seen, "another attempt")
+            wait_for(lambda seen=attempts: tap.connections > seen, what="another attempt")
 
         def status():
             doc = json.loads(cli("--config", str(conf), "status", "--json")[1])
             cbp = next(b for b in doc["backends"] if b["name"] == "cbp")
             return doc if "expired" in (cbp.get("last_error") or "") else None
-        doc = wait_for(status, "the status file to show the TLS error")
+        doc = wait_for(status, what="the status file to show the TLS error")
         cbsa, cbp = ({f["file"]: f for f in b["certificates"]} for b in doc["backends"])
         assert cbsa["cert"]["state"] == "warning" and cbsa["cert"]["days_left"] == pytest.approx(10, abs=0.1)
         assert cbp["cert"]["state"] == "expired" and cbsa["ca"]["state"] == "ok"

@@ -27,7 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from simulators.backend import Backend, crossing_line
 from simulators.fleet import Fleet
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ALL_SECTIONS = ("tags", "driver", "conveyance", "equipment", "trip", "shipments", "findings", "referral")
 RECORD_FIELDS = {
     "driver": {"id", "name", "card_epc", "card_expires_ms", "status", "programs"},
