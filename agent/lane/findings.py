@@ -11,7 +11,7 @@ import secrets
 from dataclasses import dataclass
 
 from agent.lane.linking import Linked
-from agent.store.cache import CacheView
+from agent.lane.lookup import CacheLookup
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class LookoutHit:
     lookout: dict
 
 
-def findings_for(linked: Linked, cache: CacheView, now_ms: int) -> tuple[list[dict], list[LookoutHit]]:
+def findings_for(linked: Linked, cache: CacheLookup, now_ms: int) -> tuple[list[dict], list[LookoutHit]]:
     findings: list[dict] = []
     add = lambda code, **detail: findings.append({"code": code, "detail": detail})  # noqa: E731
 
@@ -57,7 +57,7 @@ def findings_for(linked: Linked, cache: CacheView, now_ms: int) -> tuple[list[di
     return findings, hits
 
 
-def _lookout_hits(linked: Linked, cache: CacheView, now_ms: int) -> list[LookoutHit]:
+def _lookout_hits(linked: Linked, cache: CacheLookup, now_ms: int) -> list[LookoutHit]:
     subjects: list[tuple[str, str]] = [("epc", s.epc) for s, _ in linked.tags]
     subjects += [("driver", r["id"]) for _, r in linked.drivers]
     subjects += [("equipment", r["id"]) for _, r in linked.equipment]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agent.lane.passage import Passage, TagSighting
-from agent.store.cache import CacheView
+from agent.lane.lookup import CacheLookup
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Linked:
     unknown: list[str] = field(default_factory=list)
 
 
-def link(passage: Passage, cache: CacheView, min_reads: int, entering: str, now_ms: int, eta_window_h: float) -> Linked:
+def link(passage: Passage, cache: CacheLookup, min_reads: int, entering: str, now_ms: int, eta_window_h: float) -> Linked:
     linked = Linked(tags=[])
     for sighting in passage.qualifying(min_reads):
         records = cache.tagged(sighting.epc)

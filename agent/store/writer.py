@@ -14,7 +14,8 @@ from typing import Iterable, Iterator
 import cbor2
 
 from agent.lane.event import canonical
-from agent.store.cache import ApplyResult, apply_cache_message
+from agent.store.cache import ApplyResult, apply_cache_message, classify, last_seq
+from agent.store.retention import purge_step
 from agent.store.db import open_or_recover, remember_head
 
 
@@ -37,6 +38,19 @@ class StoreWriter:
                 self.conn.execute("ROLLBACK")
             raise
         self.commits += 1
+
+    @contextmanager
+    def savepoint(self) -> Iterator[sqlite3.Connection]:
+        """One item inside a transaction: on an exception only its own changes roll back."""
+        self.conn.execute("SAVEPOINT item")
+        try:
+            yield self.conn
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK TO item")
+                self.conn.execute("RELEASE item")
+            raise
+        self.conn.execute("RELEASE item")
 
     def close(self) -> None:
         self.conn.close()
@@ -105,6 +119,26 @@ class StoreWriter:
     # --- the cache --------------------------------------------------------------------
     def apply_cache(self, msg: dict, now_ms: int, force: bool = False) -> ApplyResult:
         return apply_cache_message(self.conn, msg, now_ms, force)
+
+    def classify_cache(self, msg: dict) -> str:
+        return classify(self.conn, msg)
+
+    def cache_seq(self, source: str) -> int:
+        return last_seq(self.conn, source) or 0
+
+    # --- downlink replay guard, retention -----------------------------------------------
+    def accept_command_seq(self, backend: str, seq: int) -> int | None:
+        """Store a command's seq if it is newer than the last one; else return the last one."""
+        row = self.conn.execute("SELECT seq FROM downlink_seq WHERE backend = ? AND kind = 'cmd'",
+                                (backend,)).fetchone()
+        if row and seq <= row[0]:
+            return row[0]
+        self.conn.execute("INSERT INTO downlink_seq(backend, kind, seq) VALUES (?, 'cmd', ?) "
+                          "ON CONFLICT(backend, kind) DO UPDATE SET seq = excluded.seq", (backend, seq))
+        return None
+
+    def purge_step(self, now_ms: int, retention_days: float) -> dict[str, int]:
+        return purge_step(self.conn, now_ms, retention_days)
 
 
 def _runs(items: Iterable[tuple[str, int]]) -> list[tuple[str, int, int]]:

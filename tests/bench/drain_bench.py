@@ -20,7 +20,7 @@ from agent.core import LaneCore
 from agent.lane.event import GENESIS, seal
 from agent.store.writer import StoreWriter
 from agent.sync.link import INFLIGHT_WINDOW, BackendLink
-from agent.sync.payload import event_for
+from agent.lane.disclosure import event_for
 from tests.support.mosquitto import Mosquitto
 
 SECTIONS_SAMPLE = {

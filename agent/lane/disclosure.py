@@ -7,8 +7,6 @@ lists it. `kind` is "entry" for the country entered and "exit" for the one left.
 
 from __future__ import annotations
 
-import cbor2
-
 from agent.config import SECTIONS, BackendConfig, LaneConfig
 from agent.lane.event import ALWAYS_SENT
 
@@ -25,7 +23,3 @@ def event_for(full: dict, backend: BackendConfig, lane: LaneConfig) -> dict:
         if section in shared:
             out[section] = full[section]
     return out
-
-
-def encode_event(stored_body: bytes, backend: BackendConfig, lane: LaneConfig) -> bytes:
-    return cbor2.dumps(event_for(cbor2.loads(stored_body), backend, lane))

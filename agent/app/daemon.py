@@ -1,0 +1,131 @@
+"""The daemon: wires readers, core, store and links together, and runs their lifecycle.
+
+Threads: one per reader session, the core (the one writer), one per back-end link, one
+for back-end commands, and this main thread, which handles signals, the alarm rules,
+the status file that `laneagent status` reads, the raw-traffic dumps and systemd's
+notify protocol. Each part owns its state; this class only wires and drives them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+
+from agent import __version__, systemd
+from agent.app.alarm_rules import AlarmRules
+from agent.app.alarms import Alarms
+from agent.app.commands import Commands
+from agent.app.figures import Figures
+from agent.app.watchdog import Watchdog
+from agent.config import Config
+from agent.core import LaneCore
+from agent.diagnostics import traffic
+from agent.readers import registry
+from agent.statusfile import StatusFile
+from agent.store.writer import StoreWriter
+from agent.sync.link import BackendLink
+
+log = logging.getLogger(__name__)
+
+STATUS_EVERY_S = 1.0
+TRAFFIC_DUMP_EVERY_S = 300.0  # raw reader traffic for `laneagent diag`; SIGUSR2 dumps at once
+
+
+class Daemon:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.writer = StoreWriter(cfg.store.path)
+        self.links_by_name: dict[str, BackendLink] = {}
+        self.core = LaneCore(cfg, self.writer, request_resync=self._request_resync,
+                             on_command=lambda cmd: self.commands.submit(cmd))
+        self.alarms = Alarms(cfg, self.core.submit_alert)
+        self.links = [BackendLink(cfg, b, self.core.submit, health=lambda: self.figures.health_report(),
+                                  birth=lambda: self.figures.birth()) for b in cfg.backends]
+        self.links_by_name.update((link.backend.name, link) for link in self.links)
+        for link in self.links:
+            self.core.on_committed.append(link.wake)
+        self.rules = AlarmRules(cfg, self.alarms, self.core, self.links)
+        self.sessions = [registry.open_session(r, self.core.submit_read, self.rules.reader_state,
+                                               wrap_transport=self._tap(r.name)) for r in cfg.readers]
+        self.watchdog = Watchdog(cfg, self.core, self.links, self.sessions)
+        self.figures = Figures(cfg, self.core, self.links, self.sessions, self.alarms, self.rules)
+        self.commands = Commands(cfg.store.path, self.core, self.links_by_name, self.figures.health,
+                                 self.watchdog.problems)
+        self.status_file = StatusFile(cfg.status_path)
+        self._stop = threading.Event()
+        self._dump_traffic = threading.Event()
+        self._next_traffic_mono = time.monotonic() + TRAFFIC_DUMP_EVERY_S
+
+    @staticmethod
+    def _tap(name: str):
+        ring = traffic.ring_for(name)  # the port's recent traffic, for `laneagent diag`
+        return lambda transport: traffic.TrafficTap(transport, ring)
+
+    def _request_resync(self, backend: str, source: str, have_seq: int) -> None:
+        self.links_by_name[backend].request_resync(source, have_seq)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def run(self) -> int:
+        if self.writer.recovery:
+            r = self.writer.recovery
+            self.alarms.raise_("database_recovered", f"corrupt database moved to {r['moved_to']}; "
+                                                     f"events continue at seq {r['continues_at_seq']}")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stop.set())
+        signal.signal(signal.SIGUSR1, lambda *_: self.retry_now())  # `laneagent queue retry`
+        signal.signal(signal.SIGUSR2, lambda *_: self._dump_traffic.set())  # `laneagent diag`
+        self.core.start()
+        self.commands.start()
+        for part in self.links + self.sessions:
+            part.start()
+        systemd.notify(f"READY=1\nSTATUS=lane {self.cfg.lane.port_code}/{self.cfg.lane.lane_id} running")
+        log.info("laneagent %s running: lane %s/%s, %d reader(s), %d back end(s), store %s", __version__,
+                 self.cfg.lane.port_code, self.cfg.lane.lane_id, len(self.sessions), len(self.links),
+                 self.cfg.store.path)
+        every = STATUS_EVERY_S if self.watchdog.every_s is None else min(STATUS_EVERY_S, self.watchdog.every_s)
+        while not self._stop.wait(every):
+            self.rules.update()
+            self._write_status()
+            self._maybe_dump_traffic()
+            self.watchdog.feed()
+        self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        systemd.notify("STOPPING=1")
+        log.info("stopping: readers first, then the store, then the links")
+        for session in self.sessions:
+            session.stop(timeout=5.0)
+        self.core.stop()
+        self.commands.stop()
+        for link in self.links:
+            link.stop()
+        self._write_status(state="stopped")
+        self._maybe_dump_traffic(force=True)
+        self.writer.close()
+        log.info("stopped")
+
+    def retry_now(self) -> None:
+        log.info("retry requested: links reconnect and re-offer every undelivered item")
+        for link in self.links:
+            link.retry_now()
+
+    def _maybe_dump_traffic(self, force: bool = False) -> None:
+        """Raw reader traffic to traffic-<reader>.hex beside status.json: asked for (SIGUSR2), due, or at stop."""
+        now = time.monotonic()
+        if not (force or self._dump_traffic.is_set() or now >= self._next_traffic_mono):
+            return
+        self._dump_traffic.clear()
+        self._next_traffic_mono = now + TRAFFIC_DUMP_EVERY_S
+        readers = {r.name: f"{r.dialect} on {r.url} at {r.baudrate} baud" for r in self.cfg.readers}
+        traffic.dump_all(os.path.dirname(self.cfg.status_path), lambda name: readers.get(name, ""))
+
+    def _write_status(self, state: str = "running") -> None:
+        try:
+            self.status_file.write(self.figures.status_doc(state, self.watchdog.problems() if state == "running"
+                                                           else []))
+        except OSError as e:
+            log.warning("cannot write %s: %s", self.cfg.status_path, e)

@@ -1,0 +1,61 @@
+"""The lane's figures: one place that builds what `status`, `B/health` and the birth say.
+
+Everything read here is safe from any thread: the sessions', links' and alarms' own
+snapshots, the core's published figures, and a read-only store connection.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Sequence
+
+from agent import __version__
+from agent.app.alarm_rules import AlarmRules
+from agent.app.alarms import Alarms
+from agent.config import Config
+from agent.core import LaneCore
+from agent.store.reader import StoreReader
+
+
+class Figures:
+    def __init__(self, cfg: Config, core: LaneCore, links: Sequence, sessions: Sequence, alarms: Alarms,
+                 rules: AlarmRules):
+        self.cfg = cfg
+        self.core = core
+        self.links = links
+        self.sessions = sessions
+        self.alarms = alarms
+        self.rules = rules
+        self.started_ms = int(time.time() * 1000)
+
+    def health(self) -> dict:
+        return {
+            "readers": [s.snapshot() for s in self.sessions],
+            "backends": [{**link.snapshot(), "certificates": self.rules.certificates.figures(link.backend.name)}
+                         for link in self.links],
+            "counters": self.core.figures()["counters"],
+            "random_rate": self.core.random_rate,
+            "alarms": self.alarms.active(),
+            "clock": self.rules.clock.figures(),
+            "backlog_bytes": self.rules.backlog_bytes,
+        }
+
+    def health_report(self) -> dict:
+        """What goes out on B/health (every 30 s): the status figures, plus the chain head,
+        so a back end can detect truncation or rollback, and the backlog and gaps."""
+        with StoreReader(self.cfg.store.path) as store:
+            seq, head = store.chain_head()
+            backlog = {b.name: store.backlog(b.name) for b in self.cfg.backends}
+            gaps = store.gaps(10)
+        return {**self.health(), "chain": {"seq": seq, "hash": head}, "backlog": backlog, "gaps": gaps}
+
+    def birth(self) -> dict:
+        with StoreReader(self.cfg.store.path) as store:
+            seq, head = store.chain_head()
+        return {"seq": seq, "hash": head, "started_ms": self.started_ms}
+
+    def status_doc(self, state: str, problems: list[str]) -> dict:
+        """The status file's document (read by `laneagent status` and `doctor`)."""
+        return {"pid": os.getpid(), "state": state, "version": __version__, "started_ms": self.started_ms,
+                "updated_ms": int(time.time() * 1000), "problems": problems, **self.health()}

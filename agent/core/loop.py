@@ -1,0 +1,241 @@
+"""The core thread: the one writer, where reads become passages and passages events.
+
+Everything that changes the database arrives through one inbox: tag reports from the
+reader sessions, the links' handoff messages (marks, cache updates, commands,
+refusals), and the app's alarms and commands. The loop batches what arrived within
+COMMIT_WINDOW_S into one transaction (group commit), so a report is durable within
+250 ms. Each item runs in its own savepoint (`guard.py`): a bug in one never drops the
+others. Then the passages advance and the events of those that closed are written,
+one transaction each (`crossing.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections import Counter
+from typing import Callable
+
+from agent.config import Config
+from agent.core.cachefeed import CacheFeed, RequestResync
+from agent.core.crossing import Crossings
+from agent.core.guard import ItemGuard, Pending, is_store_failure
+from agent.core.inbox import AlertOut, ReadItem, Wake
+from agent.core.items import ItemHandler
+from agent.core.outage import StoreOutage
+from agent.handoff import CommandMessage, Uplink
+from agent.lane import event as ev
+from agent.lane.passage import Aggregator, Closed, Read
+from agent.readers.report import TagReport
+from agent.store.cache import CacheView
+from agent.store.writer import StoreWriter
+
+log = logging.getLogger(__name__)
+
+COMMIT_WINDOW_S = 0.1  # well inside the 250 ms promise, and still batches a busy line
+MAX_BATCH = 5000
+STORE_RETRY_S = 1.0
+PURGE_EVERY_S = 600.0  # when the last round found nothing; while it finds rows, every loop
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class LaneCore:
+    def __init__(self, cfg: Config, writer: StoreWriter, wall_ms: Callable[[], int] = _now_ms,
+                 request_resync: RequestResync = lambda backend, source, have: None,
+                 on_command: Callable[[CommandMessage], None] = lambda cmd: None):
+        self.cfg = cfg
+        self.writer = writer
+        self.wall_ms = wall_ms
+        self.counters: Counter = Counter()  # owned by the core thread; others read `figures()`
+        self.aggregator = Aggregator(cfg.aggregation)
+        self.inbox: queue.Queue = queue.Queue()
+        self.outage = StoreOutage(self.counters)
+        self.crossings = Crossings(cfg, writer, CacheView(writer.conn), self.counters, wall_ms)
+        self.guard = ItemGuard(writer, self.counters, self._alarm)
+        self.feed = CacheFeed(writer, self.counters, wall_ms, request_resync, self._refuse)
+        self.items = ItemHandler(cfg, writer, self.feed, self.crossings, self.counters, wall_ms, self._refuse)
+        self.on_command = on_command  # accepted commands, after their commit (off this thread)
+        self.on_committed: list[Callable[[], None]] = []  # links wake up to drain
+        self.last_loop_mono = time.monotonic()
+        self.last_commit_mono = time.monotonic()
+        self.next_purge_mono = 0.0
+        self._retry: list[Pending] = []  # items kept from the last batch (store failure, or a bug)
+        self._unclosed: list[Closed] = []  # passages journaled but whose event could not be written yet
+        self._figures: dict = {"counters": {}, "set_aside": []}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="core", daemon=True)
+
+    # --- called from other threads -------------------------------------------------------
+    def submit_read(self, reader: str, report: TagReport, mono: float, wall_ms: int) -> None:
+        self.inbox.put(ReadItem(reader, report, mono, wall_ms))
+
+    def submit(self, item: Uplink | AlertOut | object) -> None:
+        """A link's handoff message, or an app message (`agent.core.inbox`)."""
+        self.inbox.put(item)
+
+    def submit_alert(self, alert: dict, backends: list[str]) -> None:
+        self.inbox.put(AlertOut(alert, tuple(backends)))
+
+    def figures(self) -> dict:
+        """Counters and set-aside items as of the last loop turn (a copy the core published)."""
+        return self._figures
+
+    @property
+    def store_error(self) -> str | None:
+        return self.outage.error
+
+    @property
+    def random_rate(self) -> float:
+        return self.crossings.random_rate
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def start(self) -> None:
+        self.replay_journal()
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Commit what is queued, then stop. Open passages stay in the journal for the restart."""
+        self._stop.set()
+        self.inbox.put(Wake())
+        self._thread.join(timeout)
+
+    # --- the loop -------------------------------------------------------------------------
+    def replay_journal(self) -> None:
+        """Rebuild open passages from reads journaled before a restart or crash."""
+        rows = self.writer.open_reads()
+        if not rows:
+            return
+        now_mono, now_wall = time.monotonic(), self.wall_ms()
+        closed: list[Closed] = []
+        for read_id, reader, epc, antenna, rssi, count, wall_ms in rows:
+            t = now_mono - max(0, now_wall - wall_ms) / 1000
+            closed += self.aggregator.add(Read(read_id, reader, epc, antenna, rssi, count, wall_ms, t))
+        for c in closed + self.aggregator.tick(now_mono):
+            self.crossings.close_safely(c)
+        log.info("replayed %d journaled reads after restart", len(rows))
+
+    def _run(self) -> None:
+        while True:
+            self.last_loop_mono = time.monotonic()
+            batch = self._retry + [Pending(item) for item in self._collect(wait=not self._retry)]
+            self._retry = []
+            stopping = self._stop.is_set()
+            try:
+                self._process(batch)
+            except Exception as e:
+                self._retry = self._keep(batch, e)
+                time.sleep(STORE_RETRY_S)
+            self._publish_figures()
+            if stopping:
+                return
+            if self._retry and not self.outage.error:
+                time.sleep(STORE_RETRY_S)  # an item failed: give it a moment, not a busy loop
+
+    def _keep(self, batch: list[Pending], e: Exception) -> list[Pending]:
+        """The batch's transaction failed as a whole: keep its items and retry them."""
+        if is_store_failure(e):
+            return self.outage.hold(batch, e)  # disk full, I/O error: keep everything
+        # A bug outside any one item: retry, but set each item aside after MAX_ATTEMPTS like the guard does.
+        self.counters["batch_failures"] += 1
+        log.exception("a core batch of %d items failed and was rolled back; it is retried", len(batch))
+        return [p for p in batch if not self.guard.give_up(p, e)]
+
+    def _collect(self, wait: bool = True) -> list:
+        deadline = self.aggregator.next_deadline()
+        timeout = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+        try:
+            batch = [self.inbox.get(timeout=timeout if wait else 0.0)]
+        except queue.Empty:
+            return []
+        window_end = time.monotonic() + COMMIT_WINDOW_S
+        while len(batch) < MAX_BATCH:
+            remaining = window_end - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(self.inbox.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return batch
+
+    def _process(self, batch: list[Pending]) -> None:
+        # First the journal and the marks, so that nothing the lane logic does afterwards
+        # can roll back a read that arrived. Idle: no empty commits.
+        journaled: list[tuple[int, ReadItem]] = []
+        if batch:
+            with self.writer.transaction():
+                journaled = self.items.journal([p for p in batch if isinstance(p.item, ReadItem)], self.guard,
+                                               self._retry)
+                for pending in batch:
+                    if not isinstance(pending.item, (ReadItem, Wake)) and not self.guard.run(pending, self.items.handle):
+                        self._retry.append(pending)
+        self.counters["reads"] += len(journaled)
+        accepted, self.items.accepted = self.items.accepted, []
+        try:
+            self._advance(journaled)  # the batch is saved: a store failure here must not send it round again
+        except sqlite3.Error as e:
+            self.outage.failed(e, "events")
+        self.last_commit_mono = time.monotonic()
+        for command in accepted:  # after the commit that recorded their seq
+            self.on_command(command)
+        for wake in self.on_committed:
+            wake()
+
+    def _advance(self, journaled: list[tuple[int, ReadItem]]) -> None:
+        """Feed the journaled reads to the passages and write the events of those that close."""
+        closed, self._unclosed = self._unclosed, []
+        for read_id, r in journaled:
+            rep = r.report
+            closed += self.aggregator.add(Read(read_id, r.reader, rep.epc, rep.antenna, rep.rssi, rep.count or 1,
+                                               r.wall_ms, r.mono))
+        closed += self.aggregator.tick(time.monotonic())
+        for i, c in enumerate(closed):
+            try:
+                self.crossings.close_safely(c)
+            except sqlite3.Error:
+                self._unclosed = closed[i:]  # journaled already; closed when the store writes again
+                raise
+        if self.outage.error is not None:
+            gap = self.outage.recovered()
+            if gap:
+                with self.writer.transaction():
+                    self.writer.add_alert(ev.gap_alert(gap, self.wall_ms()), self.crossings.alert_backends,
+                                          self.wall_ms())
+        if time.monotonic() >= self.next_purge_mono:
+            self._purge()
+
+    def _purge(self) -> None:
+        """One small retention round; repeated each loop while it still finds rows."""
+        with self.writer.transaction():
+            done = self.writer.purge_step(self.wall_ms(), self.cfg.store.retention_days)
+        for kind, n in done.items():
+            self.counters[f"purged_{kind}"] += n
+        self.next_purge_mono = time.monotonic() + (0.0 if done else PURGE_EVERY_S)
+
+    # --- on this thread, for the parts ------------------------------------------------------
+    def _alarm(self, reason: str, detail: dict) -> None:
+        self.writer.add_alert(ev.alarm_alert(reason, self.wall_ms(), **detail), self.crossings.alert_backends,
+                              self.wall_ms())
+
+    def _refuse(self, backend: str, reason: str, message: str) -> None:
+        """Count a refused downlink message and tell the back end that sent it (DESIGN 2.7)."""
+        self.counters[f"downlink_rejected_{reason}"] += 1
+        self.counters["downlink_rejected"] += 1
+        log.warning("downlink from %s rejected (%s): %s", backend, reason, message)
+        if any(b.name == backend and "alerts" in b.share for b in self.cfg.backends):
+            self.writer.add_alert(ev.alarm_alert("downlink_rejected", self.wall_ms(), cause=reason,
+                                                 message=message[:200]), [backend], self.wall_ms())
+
+    def _publish_figures(self) -> None:
+        # A new dict each turn: readers on other threads never iterate what this thread mutates.
+        self._figures = {"counters": dict(self.counters), "set_aside": list(self.guard.set_aside),
+                         "cache": self.feed.figures(), "inbox": self.inbox.qsize()}
