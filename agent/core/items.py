@@ -45,6 +45,7 @@ class ItemHandler:
         except Exception as e:
             if is_store_failure(e):
                 raise
+            self.counters["journal_fallbacks"] += 1
             log.warning("journaling %d reads failed (%s); journaling them one by one", len(reads), e)
         out: list[tuple[int, ReadItem]] = []
         for pending in reads:

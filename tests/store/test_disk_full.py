@@ -9,7 +9,8 @@ import time
 
 import cbor2
 
-from agent import config, core
+from agent import config
+from agent.core import outage
 from agent.core import LaneCore
 from agent.readers.report import TagReport
 from agent.store.writer import StoreWriter
@@ -57,7 +58,7 @@ def test_reads_are_held_while_full_and_written_after(tmp_path):
 
 
 def test_beyond_the_bound_the_oldest_become_a_gap_alert(tmp_path, monkeypatch):
-    monkeypatch.setattr(core, "MAX_UNSAVED_READS", 1000)  # the real bound is 100,000 reads
+    monkeypatch.setattr(outage, "MAX_UNSAVED_READS", 1000)  # the real bound is 100,000 reads
     writer, lane = make(tmp_path)
     try:
         fill_up(writer)
