@@ -30,7 +30,7 @@ from simulators.demo.agentconfig import BACKEND_NAMES, DEMO_LANE, ROOT, shared_s
 from simulators.demo.processes import Child, ChildError
 from simulators.demo.tally import Receiver, Tally
 from simulators.fleet import Fleet
-from tests.support.mosquitto import Mosquitto
+from simulators.mosquitto import Mosquitto
 
 SUBSCRIBE_SETTLE_S = 1.0  # after the birth, before the snapshots: the agent may subscribe just after it
 
