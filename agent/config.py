@@ -59,6 +59,11 @@ class ReferralConfig:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    snapshot_timeout_s: float = 900  # a snapshot whose parts stop coming is dropped after this
+
+
+@dataclass(frozen=True)
 class ReaderConfig:
     name: str
     dialect: str
@@ -103,6 +108,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     referral: ReferralConfig = field(default_factory=ReferralConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     readers: tuple[ReaderConfig, ...] = ()
     backends: tuple[BackendConfig, ...] = ()
 
@@ -217,7 +223,9 @@ BACKEND = {
     "password_file": (str, False, None),
     "verify_key": (str, False, None),
 }
-TOP = {"lane": dict, "store": dict, "aggregation": dict, "referral": dict, "readers": list, "backends": list}
+CACHE = {"snapshot_timeout_s": (NUM, False, _positive)}
+TOP = {"lane": dict, "store": dict, "aggregation": dict, "referral": dict, "cache": dict, "readers": list,
+       "backends": list}
 TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "a table", NUM: "a number"}
 
 
@@ -272,6 +280,7 @@ def parse(doc: dict, path: str = "<config>") -> Config:
     store = _check_table(doc.get("store", {}), STORE, "store", problems)
     aggregation = _check_table(doc.get("aggregation", {}), AGGREGATION, "aggregation", problems)
     referral = _check_table(doc.get("referral", {}), REFERRAL, "referral", problems)
+    cache = _check_table(doc.get("cache", {}), CACHE, "cache", problems)
     readers = _array(doc, "readers", READER, problems)
     backends = _array(doc, "backends", BACKEND, problems)
 
@@ -309,6 +318,7 @@ def parse(doc: dict, path: str = "<config>") -> Config:
         store=StoreConfig(**store),
         aggregation=AggregationConfig(**aggregation),
         referral=ReferralConfig(**referral),
+        cache=CacheConfig(**cache),
         readers=tuple(ReaderConfig(**item) for _, item in readers),
         backends=tuple(BackendConfig(**item) for _, item in backends),
     )

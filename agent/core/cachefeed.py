@@ -1,69 +1,240 @@
 """The cache feed: owns the downlink sequence of every cache source (DESIGN 2.6, 2.7).
 
-Each back end sends its own records with `seq` rising by one per message. The feed
-decides what a message is (apply, duplicate, gap), holds the messages that arrive
-after a gap until the snapshot that answers the resync request, replays them when
-they follow on, and asks for a resync through the link of the back end that sent the
-message. It runs on the core thread, inside the core's transaction. Multi-part
-snapshots (staged, swapped in one step) land here next.
+Each back end sends its own records with `seq` rising by one per message. Messages are
+queued as they arrive and applied in order, in slices: no slice holds the writer more
+than about SLICE_TARGET_S, so the read journal keeps committing within 250 ms while a
+port-sized snapshot loads. For each message the feed decides what it is:
+
+- an upsert or delete that follows on: applied to the live records;
+- a duplicate (seq already applied): counted, or refused as a replay when signed;
+- a gap: held, and a resync asked of the back end that sent it; held messages are
+  replayed when they follow on;
+- a snapshot part: staged in a new generation (store/cachegen.py); the last part swaps
+  it in, in one step. A part that does not follow on, any other message of the source
+  between the parts, a pause over `cache.snapshot_timeout_s`, or a restart drops the
+  staged parts (the old records stay) and asks for a resync. A part 1 always starts a
+  snapshot afresh (the back end restarted its transfer).
+
+It runs on the core thread only.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
+import time
+from collections import Counter, deque
 from typing import Callable
 
+from agent.core.guard import MAX_ATTEMPTS, ItemGuard, Pending
 from agent.handoff import CacheMessage
+from agent.store.cachegen import Staged
 from agent.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
 RequestResync = Callable[[str, str, int], None]  # (backend, source, have_seq)
 Refuse = Callable[[str, str, str], None]  # (backend, reason, message)
+SLICE_TARGET_S = 0.03  # one slice of cache work, between two group commits
+RESYNC_AGAIN_S = 60.0  # a resync request with no answer is repeated after this long
 
 
 class CacheFeed:
     def __init__(self, writer: StoreWriter, counters: Counter, wall_ms: Callable[[], int],
-                 request_resync: RequestResync, refuse: Refuse):
+                 request_resync: RequestResync, refuse: Refuse, snapshot_timeout_s: float = 900.0):
         self.writer = writer
+        self.gens = writer.generations
         self.counters = counters
         self.wall_ms = wall_ms
         self.request_resync = request_resync
         self.refuse = refuse
+        self.snapshot_timeout_s = snapshot_timeout_s
+        self.queue: deque[Pending] = deque()  # cache messages in arrival order
         self.held: dict[str, list[CacheMessage]] = {}  # source -> messages after a gap
-        self.resync_pending: set[str] = set()  # sources we asked for a snapshot
+        self.resync_asked: dict[str, float] = {}  # source -> when (monotonic) we last asked
+        self.staging: dict[str, Staged] = {}
+        self._last_part_mono: dict[str, float] = {}
+        self._offset = 0  # records of the head message already written
+        self._slice = 2000  # records per slice, adapted to SLICE_TARGET_S
+        self._garbage = True  # generations to delete (checked at start)
+        self.swaps: dict[str, dict] = {}  # source -> the last swap's figures
+        self.dropped: dict[str, dict] = {}  # source -> the last dropped snapshot, until the next swap
 
+    # --- from the core loop -----------------------------------------------------------------
     def take(self, m: CacheMessage) -> None:
-        msg, source = m.msg, m.msg["source"]
-        outcome = self.writer.classify_cache(msg)
-        if outcome == "duplicate" and msg["op"] == "snapshot" and source in self.resync_pending:
-            outcome = "apply"  # the answer to our own resync request may reuse a seq
-        if outcome == "gap":
-            self._hold(m)
-            return
-        if outcome == "duplicate":
-            if m.signed:  # a signed message seen twice was replayed by someone
-                self.refuse(m.backend, "replay", f"cache seq {msg['seq']} from {source} was already applied")
-            else:
-                self.counters["cache_duplicates"] += 1
-            return
-        if msg["op"] == "snapshot":
-            self.resync_pending.discard(source)
-        result = self.writer.apply_cache(msg, self.wall_ms(), force=True)
-        self.counters["cache_messages"] += 1
-        log.info("cache %s from %s seq %d: %d records", msg["op"], source, result.seq, result.records)
-        self._replay_held(source)
+        self.queue.append(Pending(m))
+
+    def busy(self) -> bool:
+        return bool(self.queue) or self._garbage
+
+    def recover(self) -> None:
+        """At start: a snapshot half staged before a restart is dropped and asked for again."""
+        with self.writer.transaction():
+            for st in self.gens.staging():
+                self.staging[st.source] = st
+                self._drop(st.source, "restart")
+
+    def tick(self, now_mono: float) -> None:
+        for source, last in list(self._last_part_mono.items()):
+            if source in self.staging and now_mono - last > self.snapshot_timeout_s:
+                with self.writer.transaction():
+                    self._drop(source, "timeout")
+
+    def work(self, guard: ItemGuard) -> None:
+        """One slice: part of the head message, or some rows of a generation no longer live."""
+        started = time.monotonic()
+        with self.writer.transaction():
+            if self.queue:
+                head = self.queue[0]
+                guard.run(head, self._step)  # a failure is retried at the next slice
+                if head.failures >= MAX_ATTEMPTS and self.queue and self.queue[0] is head:
+                    self._give_up(self.queue.popleft())  # set aside by the guard
+            elif self._garbage:
+                self._garbage = self.gens.collect_garbage(self._slice * 2) > 0
+        self._adapt(time.monotonic() - started)
 
     def ask_resync(self, backend: str, source: str) -> int:
-        """Ask `backend` for a snapshot of `source` (a gap, or a back-end command); returns have_seq."""
-        have = self.writer.cache_seq(source)
-        self.resync_pending.add(source)
+        """Ask `backend` for a snapshot of `source` (a gap, a dropped snapshot, or a command)."""
+        live = self.gens.live(source)
+        have = live[0] if live else 0
+        self.resync_asked[source] = time.monotonic()
+        self.counters["cache_resyncs_requested"] += 1
         self.request_resync(backend, source, have)
         return have
 
     def figures(self) -> dict:
-        return {"held": {s: len(h) for s, h in self.held.items() if h}, "resync_pending": sorted(self.resync_pending)}
+        return {
+            "held": {s: len(h) for s, h in self.held.items() if h},
+            "resync_pending": sorted(self.resync_asked),
+            "staging": {s: {"parts_received": st.part, "parts": st.parts, "since_ms": st.started_ms,
+                            "records": st.records} for s, st in self.staging.items()},
+            "last_swap": dict(self.swaps),
+            "dropped": dict(self.dropped),
+            "queued": len(self.queue),
+        }
+
+    # --- one message ------------------------------------------------------------------------
+    def _step(self, m: CacheMessage) -> None:
+        """Advance the head message by one slice; pop it when it is done."""
+        msg = m.msg
+        if msg["op"] == "snapshot":
+            done = self._snapshot_part(m)
+        else:
+            done = self._delta(m)
+        if done:
+            self.queue.popleft()
+            self._offset = 0
+
+    def _delta(self, m: CacheMessage) -> bool:
+        msg, source = m.msg, m.msg["source"]
+        if self._offset == 0:
+            if source in self.staging:
+                self._drop(source, f"an {msg['op']} (seq {msg['seq']}) came between the parts")
+            outcome = self.writer.classify_cache(msg)
+            if outcome != "apply":
+                self._not_applied(m, outcome)
+                return True
+        records = msg["records"][self._offset:self._offset + self._slice]
+        last = self._offset + len(records) >= len(msg["records"])
+        self.writer.apply_delta({**msg, "records": records}, self.wall_ms(), final=last)
+        self._offset += len(records)
+        if last:
+            self.counters["cache_messages"] += 1
+            log.info("cache %s from %s seq %d: %d records", msg["op"], source, msg["seq"], len(msg["records"]))
+            self._replay_held(source)
+        return last
+
+    def _snapshot_part(self, m: CacheMessage) -> bool:
+        msg, source, seq = m.msg, m.msg["source"], m.msg["seq"]
+        part, parts = msg.get("part", 1), msg.get("parts", 1)
+        if self._offset == 0 and not self._starts_or_follows(m, part, parts):
+            return True
+        st = self.staging[source]
+        records = msg["records"][self._offset:self._offset + self._slice]
+        self.gens.stage(source, st.gen, records)
+        self._offset += len(records)
+        st.records += len(records)
+        if self._offset < len(msg["records"]):
+            return False
+        st.part, st.last_seq = part, seq
+        self._last_part_mono[source] = time.monotonic()
+        self.counters["cache_snapshot_parts"] += 1
+        if part < parts:
+            self.gens.progress(st)
+            return True
+        self._swap(st)
+        return True
+
+    def _starts_or_follows(self, m: CacheMessage, part: int, parts: int) -> bool:
+        """Decide what a snapshot part is before its first record is written; False = not staged."""
+        msg, source, seq = m.msg, m.msg["source"], m.msg["seq"]
+        st = self.staging.get(source)
+        live = self.gens.live(source)
+        live_seq = live[0] if live else 0
+        if st is not None and seq <= st.last_seq or st is None and seq <= live_seq and not (
+                part == 1 and source in self.resync_asked):
+            self._not_applied(m, "duplicate")  # a part seen before, or an old snapshot
+            return False
+        if part == 1:
+            if st is not None:
+                self._discard(st, "a new part 1 restarted the transfer")
+            st = Staged(source, self.gens.next_gen(source), m.backend, seq, seq - 1, 0, parts, self.wall_ms())
+            self.gens.begin(st)
+            self.staging[source] = st
+            self._last_part_mono[source] = time.monotonic()
+            return True
+        if st is not None and parts == st.parts and part == st.part + 1 and seq == st.last_seq + 1:
+            return True
+        self.counters["cache_gaps"] += 1
+        if st is not None:
+            self._drop(source, f"part {part}/{parts} seq {seq} does not follow part {st.part} seq {st.last_seq}")
+        else:
+            self.ask_resync(m.backend, source)
+            log.warning("cache snapshot part %d/%d from %s (seq %d) without its first part: asked for a resync",
+                        part, parts, source, seq)
+        return False
+
+    def _swap(self, st: Staged) -> None:
+        self.gens.swap(st, self.wall_ms())
+        self._garbage = True
+        del self.staging[st.source]
+        self._last_part_mono.pop(st.source, None)
+        self.resync_asked.pop(st.source, None)
+        self.dropped.pop(st.source, None)
+        seconds = round((self.wall_ms() - st.started_ms) / 1000, 1)
+        self.swaps[st.source] = {"at_ms": self.wall_ms(), "records": st.records, "parts": st.parts,
+                                 "seconds": seconds, "seq": st.last_seq}
+        self.counters["cache_messages"] += st.parts
+        self.counters["cache_swaps"] += 1
+        log.info("cache snapshot from %s swapped in: seq %d-%d, %d parts, %d records, %.1f s", st.source,
+                 st.first_seq, st.last_seq, st.parts, st.records, seconds)
+        self._replay_held(st.source)
+
+    def _discard(self, st: Staged, why: str) -> None:
+        self.gens.drop(st.source, st.gen)
+        self._garbage = True
+        del self.staging[st.source]
+        self._last_part_mono.pop(st.source, None)
+        log.info("cache snapshot from %s (part %d of %d) discarded: %s", st.source, st.part, st.parts, why)
+
+    def _drop(self, source: str, cause: str) -> None:
+        """Drop the staged parts (the old records stay) and ask for the snapshot again."""
+        st = self.staging[source]
+        self._discard(st, cause)
+        self.counters["cache_snapshots_dropped"] += 1
+        self.dropped[source] = {"cause": cause, "at_ms": self.wall_ms(), "parts_received": st.part,
+                                "parts": st.parts}
+        log.warning("cache snapshot from %s dropped after %d of %d parts (%s); the old records stay, "
+                    "asked for a resync", source, st.part, st.parts, cause)
+        self.ask_resync(st.backend, source)
+
+    def _not_applied(self, m: CacheMessage, outcome: str) -> None:
+        msg, source = m.msg, m.msg["source"]
+        if outcome == "gap":
+            self._hold(m)
+        elif m.signed:  # a signed message seen twice was replayed by someone
+            self.refuse(m.backend, "replay", f"cache seq {msg['seq']} from {source} was already applied")
+        else:
+            self.counters["cache_duplicates"] += 1
 
     def _hold(self, m: CacheMessage) -> None:
         msg, source = m.msg, m.msg["source"]
@@ -71,15 +242,25 @@ class CacheFeed:
         if not any(h.msg["seq"] == msg["seq"] for h in held):
             held.append(m)
         self.counters["cache_gaps"] += 1
-        self.ask_resync(m.backend, source)
-        log.warning("cache gap from %s at seq %d: asked for a resync", source, msg["seq"])
+        asked = self.resync_asked.get(source)
+        if asked is None or time.monotonic() - asked > RESYNC_AGAIN_S:
+            self.ask_resync(m.backend, source)
+            log.warning("cache gap from %s at seq %d: asked for a resync", source, msg["seq"])
 
     def _replay_held(self, source: str) -> None:
-        """Messages held behind a gap may now follow on."""
-        for h in sorted(self.held.pop(source, []), key=lambda h: h.msg["seq"]):
-            outcome = self.writer.classify_cache(h.msg)
-            if outcome == "apply":
-                self.writer.apply_cache(h.msg, self.wall_ms())
-                self.counters["cache_messages"] += 1
-            elif outcome == "gap":
-                self.held.setdefault(source, []).append(h)
+        """Messages held behind a gap go back to the head of the queue, in seq order."""
+        held = sorted(self.held.pop(source, []), key=lambda h: h.msg["seq"])
+        for h in reversed(held):
+            self.queue.insert(1, Pending(h))  # after the head, which is popped next
+
+    def _give_up(self, pending: Pending) -> None:
+        source = pending.item.msg["source"]
+        self._offset = 0
+        if source in self.staging:
+            self._drop(source, "a part could not be applied")
+
+    def _adapt(self, took_s: float) -> None:
+        if took_s > SLICE_TARGET_S * 1.5:
+            self._slice = max(100, self._slice // 2)
+        elif took_s < SLICE_TARGET_S / 2:
+            self._slice = min(50_000, int(self._slice * 1.5))

@@ -58,7 +58,8 @@ class LaneCore:
         self.outage = StoreOutage(self.counters)
         self.crossings = Crossings(cfg, writer, CacheView(writer.conn), self.counters, wall_ms)
         self.guard = ItemGuard(writer, self.counters, self._alarm)
-        self.feed = CacheFeed(writer, self.counters, wall_ms, request_resync, self._refuse)
+        self.feed = CacheFeed(writer, self.counters, wall_ms, request_resync, self._refuse,
+                              cfg.cache.snapshot_timeout_s)
         self.items = ItemHandler(cfg, writer, self.feed, self.crossings, self.counters, wall_ms, self._refuse)
         self.on_command = on_command  # accepted commands, after their commit (off this thread)
         self.on_committed: list[Callable[[], None]] = []  # links wake up to drain
@@ -100,6 +101,7 @@ class LaneCore:
 
     def start(self) -> None:
         self.replay_journal()
+        self.feed.recover()
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -126,7 +128,7 @@ class LaneCore:
     def _run(self) -> None:
         while True:
             self.last_loop_mono = time.monotonic()
-            batch = self._retry + [Pending(item) for item in self._collect(wait=not self._retry)]
+            batch = self._retry + [Pending(item) for item in self._collect(wait=not (self._retry or self.feed.busy()))]
             self._retry = []
             stopping = self._stop.is_set()
             try:
@@ -134,6 +136,7 @@ class LaneCore:
             except Exception as e:
                 self._retry = self._keep(batch, e)
                 time.sleep(STORE_RETRY_S)
+            self._cache_work()
             self._publish_figures()
             if stopping:
                 return
@@ -148,6 +151,17 @@ class LaneCore:
         self.counters["batch_failures"] += 1
         log.exception("a core batch of %d items failed and was rolled back; it is retried", len(batch))
         return [p for p in batch if not self.guard.give_up(p, e)]
+
+    def _cache_work(self) -> None:
+        """One slice of cache work between group commits (never more: the journal must not wait)."""
+        try:
+            self.feed.tick(time.monotonic())
+            if self.feed.busy() and not self.outage.error:
+                self.feed.work(self.guard)
+        except Exception as e:
+            if not is_store_failure(e):
+                raise
+            self.outage.failed(e, "cache updates")
 
     def _collect(self, wait: bool = True) -> list:
         deadline = self.aggregator.next_deadline()

@@ -1,6 +1,6 @@
 """The cache of back-end records (DESIGN 2.6): validating, applying, looking up.
 
-`apply_cache_message` runs on the writer connection inside the caller's transaction;
+`apply_delta` runs on the writer connection inside the caller's transaction;
 `CacheView` answers the lane's questions on any connection. Records of each source are
 kept apart: a snapshot from one country never touches the other's records.
 """
@@ -110,42 +110,47 @@ def classify(conn: sqlite3.Connection, msg: dict) -> str:
     return "apply" if seq == have + 1 else "gap"
 
 
-def apply_cache_message(conn: sqlite3.Connection, msg: dict, now_ms: int, force: bool = False) -> ApplyResult:
-    """Apply a validated message idempotently; the caller holds the transaction.
-
-    `force` applies even when `classify` would not (the core decided: a snapshot that
-    answers our own resync request)."""
+def apply_delta(conn: sqlite3.Connection, msg: dict, now_ms: int, final: bool = True) -> ApplyResult:
+    """Apply an upsert or delete to the source's live records; the caller holds the transaction
+    and has decided the message applies (`classify`). Snapshots are staged (`cachegen.py`).
+    A large message may come in slices of its records: only the `final` one records its seq."""
     source, seq = msg["source"], msg["seq"]
-    outcome = "apply" if force else classify(conn, msg)
-    if outcome != "apply":
-        return ApplyResult(outcome, source, seq, last_seq=last_seq(conn, source))
-    if msg["op"] == "snapshot":
-        conn.execute("DELETE FROM cache_records WHERE source = ?", (source,))
-        conn.execute("DELETE FROM trip_members WHERE source = ?", (source,))
+    row = conn.execute("SELECT gen FROM cache_sources WHERE source = ?", (source,)).fetchone()
+    gen = row[0] if row else 0
     records = msg["records"]
     trips = [r["id"] for r in records if r["kind"] == "trip"]
-    if msg["op"] != "snapshot":  # a trip's old member list goes, whatever comes next
-        conn.executemany("DELETE FROM trip_members WHERE source = ? AND trip_id = ?", [(source, t) for t in trips])
+    # A trip's old member list goes, whatever comes next.
+    conn.executemany("DELETE FROM trip_members WHERE source = ? AND gen = ? AND trip_id = ?",
+                     [(source, gen, t) for t in trips])
     if msg["op"] == "delete":
-        conn.executemany("DELETE FROM cache_records WHERE source = ? AND kind = ? AND id = ?",
-                         [(source, r["kind"], r["id"]) for r in records])
+        conn.executemany("DELETE FROM cache_records WHERE source = ? AND gen = ? AND kind = ? AND id = ?",
+                         [(source, gen, r["kind"], r["id"]) for r in records])
     else:
-        # Executemany with INSERT OR REPLACE: a 1M-record snapshot loads in well under a minute.
         conn.executemany(
-            "INSERT OR REPLACE INTO cache_records(source, kind, id, key, eta_ms, expires_ms, body) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)", [_row(source, r) for r in records])
+            "INSERT OR REPLACE INTO cache_records(source, gen, kind, id, key, eta_ms, expires_ms, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", record_rows(source, gen, records))
         conn.executemany(
-            "INSERT OR IGNORE INTO trip_members(source, member_kind, member_id, trip_id) VALUES (?, ?, ?, ?)",
-            [(source, kind, str(mid), r["id"]) for r in records if r["kind"] == "trip"
-             for kind, field in (("driver", "drivers"), ("equipment", "equipment")) for mid in r.get(field, ())])
-    conn.execute(
-        "INSERT INTO cache_sources(source, seq, updated_ms) VALUES (?, ?, ?) "
-        "ON CONFLICT(source) DO UPDATE SET seq = excluded.seq, updated_ms = excluded.updated_ms",
-        (source, seq, now_ms))
+            "INSERT OR IGNORE INTO trip_members(source, gen, member_kind, member_id, trip_id) VALUES (?, ?, ?, ?, ?)",
+            member_rows(source, gen, records))
+    if final:
+        conn.execute(
+            "INSERT INTO cache_sources(source, seq, updated_ms, gen) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(source) DO UPDATE SET seq = excluded.seq, updated_ms = excluded.updated_ms",
+            (source, seq, now_ms, gen))
     return ApplyResult("applied", source, seq, records=len(records))
 
 
-def _row(source: str, rec: dict) -> tuple:
+def record_rows(source: str, gen: int, records: list[dict]) -> list[tuple]:
+    return [(source, gen, *_row(rec)) for rec in records]
+
+
+def member_rows(source: str, gen: int, records: list[dict]) -> list[tuple]:
+    """Trip membership rows: which trips list a driver or a piece of equipment."""
+    return [(source, gen, kind, str(mid), r["id"]) for r in records if r["kind"] == "trip"
+            for kind, field in (("driver", "drivers"), ("equipment", "equipment")) for mid in r.get(field, ())]
+
+
+def _row(rec: dict) -> tuple:
     kind = rec["kind"]
     key_field, expiry_field = KINDS[kind]
     if kind == "lookout":
@@ -154,7 +159,7 @@ def _row(source: str, rec: dict) -> tuple:
         key = rec.get(key_field) if key_field else None
         if key and key_field.endswith("_epc"):
             key = key.upper()
-    return (source, kind, rec["id"], key, rec.get("eta_ms") if kind == "trip" else None,
+    return (kind, rec["id"], key, rec.get("eta_ms") if kind == "trip" else None,
             rec.get(expiry_field) if expiry_field else None,
             json.dumps({k: v for k, v in rec.items() if k in FIELDS[kind]}, default=_json_default))
 
@@ -169,7 +174,12 @@ def _json_default(value: Any) -> Any:
 
 
 class CacheView:
-    """Read-side lookups the lane needs to link a passage; any connection will do."""
+    """Read-side lookups the lane needs to link a passage; any connection will do.
+
+    Only each source's live generation is seen: never a snapshot still being staged,
+    never the old records of one being deleted."""
+
+    LIVE = "JOIN cache_sources s ON s.source = c.source AND s.gen = c.gen"
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
@@ -177,36 +187,38 @@ class CacheView:
     def tagged(self, epc: str) -> list[tuple[str, str, dict]]:
         """(source, kind, record) of every driver card, transponder or equipment tag with this EPC."""
         rows = self.conn.execute(
-            "SELECT source, kind, body FROM cache_records WHERE kind IN ('driver', 'conveyance', 'equipment') "
-            "AND key = ?", (epc,)).fetchall()
+            f"SELECT c.source, c.kind, c.body FROM cache_records c {self.LIVE} "
+            "WHERE c.kind IN ('driver', 'conveyance', 'equipment') AND c.key = ?", (epc,)).fetchall()
         return [(s, k, json.loads(b)) for s, k, b in rows]
 
     def record(self, source: str, kind: str, rid: str) -> dict | None:
-        row = self.conn.execute("SELECT body FROM cache_records WHERE source = ? AND kind = ? AND id = ?",
-                                (source, kind, rid)).fetchone()
+        row = self.conn.execute(
+            f"SELECT c.body FROM cache_records c {self.LIVE} WHERE c.source = ? AND c.kind = ? AND c.id = ?",
+            (source, kind, rid)).fetchone()
         return json.loads(row[0]) if row else None
 
     def trips_of_conveyance(self, source: str, conveyance_id: str) -> list[dict]:
-        rows = self.conn.execute("SELECT body FROM cache_records WHERE kind = 'trip' AND key = ? AND source = ?",
-                                 (conveyance_id, source)).fetchall()
+        rows = self.conn.execute(
+            f"SELECT c.body FROM cache_records c {self.LIVE} WHERE c.kind = 'trip' AND c.key = ? AND c.source = ?",
+            (conveyance_id, source)).fetchall()
         return [json.loads(b) for (b,) in rows]
 
     def trips_of_member(self, source: str, member_kind: str, member_id: str) -> list[dict]:
         rows = self.conn.execute(
-            "SELECT c.body FROM trip_members m JOIN cache_records c "
-            "ON c.source = m.source AND c.kind = 'trip' AND c.id = m.trip_id "
+            "SELECT c.body FROM trip_members m JOIN cache_sources s ON s.source = m.source AND s.gen = m.gen "
+            "JOIN cache_records c ON c.source = m.source AND c.gen = m.gen AND c.kind = 'trip' AND c.id = m.trip_id "
             "WHERE m.source = ? AND m.member_kind = ? AND m.member_id = ?", (source, member_kind, member_id)).fetchall()
         return [json.loads(b) for (b,) in rows]
 
     def lookouts(self, subject_kind: str, subject: str, now_ms: int) -> list[tuple[str, dict]]:
         """Unexpired lookouts on a subject, as (source, record)."""
         rows = self.conn.execute(
-            "SELECT source, body FROM cache_records WHERE kind = 'lookout' AND key = ? "
-            "AND (expires_ms IS NULL OR expires_ms > ?)", (f"{subject_kind}:{subject}", now_ms)).fetchall()
+            f"SELECT c.source, c.body FROM cache_records c {self.LIVE} WHERE c.kind = 'lookout' AND c.key = ? "
+            "AND (c.expires_ms IS NULL OR c.expires_ms > ?)", (f"{subject_kind}:{subject}", now_ms)).fetchall()
         return [(s, json.loads(b)) for s, b in rows]
 
     def sources(self) -> list[dict]:
         rows = self.conn.execute(
-            "SELECT s.source, s.seq, s.updated_ms, (SELECT count(*) FROM cache_records c WHERE c.source = s.source) "
-            "FROM cache_sources s ORDER BY s.source").fetchall()
+            "SELECT s.source, s.seq, s.updated_ms, (SELECT count(*) FROM cache_records c "
+            "WHERE c.source = s.source AND c.gen = s.gen) FROM cache_sources s ORDER BY s.source").fetchall()
         return [{"source": s, "seq": q, "updated_ms": u, "records": n} for s, q, u, n in rows]

@@ -119,6 +119,52 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE deliveries ADD COLUMN payload BLOB;
     """,
+    # 5: cache generations (DESIGN 2.6): a snapshot is staged in a new generation and
+    # swapped in by one update of cache_sources.gen; lookups read only the live one.
+    """
+    CREATE TABLE cache_records_v5 (
+        source TEXT NOT NULL,
+        gen INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        id TEXT NOT NULL,
+        key TEXT,
+        eta_ms INTEGER,
+        expires_ms INTEGER,
+        body TEXT NOT NULL,
+        PRIMARY KEY (source, gen, kind, id)
+    ) WITHOUT ROWID;
+    INSERT INTO cache_records_v5 SELECT source, 0, kind, id, key, eta_ms, expires_ms, body FROM cache_records;
+    DROP TABLE cache_records;
+    ALTER TABLE cache_records_v5 RENAME TO cache_records;
+    CREATE INDEX cache_by_key ON cache_records(kind, key) WHERE key IS NOT NULL;
+    CREATE TABLE trip_members_v5 (
+        source TEXT NOT NULL,
+        gen INTEGER NOT NULL,
+        member_kind TEXT NOT NULL,
+        member_id TEXT NOT NULL,
+        trip_id TEXT NOT NULL,
+        PRIMARY KEY (source, gen, member_kind, member_id, trip_id)
+    ) WITHOUT ROWID;
+    INSERT INTO trip_members_v5 SELECT source, 0, member_kind, member_id, trip_id FROM trip_members;
+    DROP TABLE trip_members;
+    ALTER TABLE trip_members_v5 RENAME TO trip_members;
+    CREATE INDEX trip_members_by_trip ON trip_members(source, gen, trip_id);
+    ALTER TABLE cache_sources ADD COLUMN gen INTEGER NOT NULL DEFAULT 0;
+    -- Generations that are not live: being staged, or waiting to be deleted in slices.
+    CREATE TABLE cache_generations (
+        source TEXT NOT NULL,
+        gen INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('staging', 'dropped', 'retired')),
+        backend TEXT NOT NULL,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        part INTEGER NOT NULL,
+        parts INTEGER NOT NULL,
+        started_ms INTEGER NOT NULL,
+        records INTEGER NOT NULL,
+        PRIMARY KEY (source, gen)
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

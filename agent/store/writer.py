@@ -14,7 +14,8 @@ from typing import Iterable, Iterator
 import cbor2
 
 from agent.lane.event import canonical
-from agent.store.cache import ApplyResult, apply_cache_message, classify, last_seq
+from agent.store.cache import ApplyResult, apply_delta, classify, last_seq
+from agent.store.cachegen import CacheGenerations, apply_cache_message
 from agent.store.retention import purge_step
 from agent.store.db import open_or_recover, remember_head
 
@@ -23,6 +24,7 @@ class StoreWriter:
     def __init__(self, path: str):
         self.path = path
         self.conn, self.recovery = open_or_recover(path)
+        self.generations = CacheGenerations(self.conn)  # staged snapshots (DESIGN 2.6)
         self.commits = 0
 
     @contextmanager
@@ -119,6 +121,9 @@ class StoreWriter:
     # --- the cache --------------------------------------------------------------------
     def apply_cache(self, msg: dict, now_ms: int, force: bool = False) -> ApplyResult:
         return apply_cache_message(self.conn, msg, now_ms, force)
+
+    def apply_delta(self, msg: dict, now_ms: int, final: bool = True) -> ApplyResult:
+        return apply_delta(self.conn, msg, now_ms, final)
 
     def classify_cache(self, msg: dict) -> str:
         return classify(self.conn, msg)
