@@ -37,6 +37,7 @@ class AlarmRules:
         self._last_jump_mono: float | None = None
         self._next_budget_mono = 0.0
         self._down_since: dict[str, float] = {}  # back end -> when it was first seen down
+        self._dropped: set[str] = set()  # sources whose staged snapshot was dropped
 
     def reader_state(self, name: str, state: str, detail: str) -> None:
         """A session's state change (any thread): down is an alarm, up clears it."""
@@ -51,6 +52,7 @@ class AlarmRules:
         if now >= self._next_budget_mono:
             self._next_budget_mono = now + BUDGET_EVERY_S
             self._budget()
+        self._cache_snapshots()
         for link in self.links:
             name = link.backend.name
             if link.connected:
@@ -58,6 +60,17 @@ class AlarmRules:
                 self.alarms.clear(f"backend_down:{name}")
             elif now - self._down_since.setdefault(name, now) >= BACKEND_ALARM_AFTER_S:
                 self.alarms.raise_(f"backend_down:{name}", link.last_error or "not connected")
+
+    def _cache_snapshots(self) -> None:
+        """A dropped staged snapshot is an alarm (with its cause) until the next one swaps in."""
+        dropped = self.core.figures().get("cache", {}).get("dropped", {})
+        for source, d in dropped.items():
+            self.alarms.raise_(f"cache_snapshot_dropped:{source}", f"cache snapshot from {source} dropped after "
+                               f"{d['parts_received']} of {d['parts']} parts: {d['cause']}; the old records stay "
+                               "in use and a resync was asked for")
+        for source in self._dropped - dropped.keys():
+            self.alarms.clear(f"cache_snapshot_dropped:{source}")
+        self._dropped = set(dropped)
 
     def _clock(self, now: float) -> None:
         jump = self.clock.observe()

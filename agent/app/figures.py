@@ -35,6 +35,7 @@ class Figures:
             "backends": [{**link.snapshot(), "certificates": self.rules.certificates.figures(link.backend.name)}
                          for link in self.links],
             "counters": self.core.figures()["counters"],
+            "cache_feed": self.core.figures().get("cache", {}),
             "random_rate": self.core.random_rate,
             "alarms": self.alarms.active(),
             "clock": self.rules.clock.figures(),

@@ -89,7 +89,8 @@ class CacheFeed:
                 if head.failures >= MAX_ATTEMPTS and self.queue and self.queue[0] is head:
                     self._give_up(self.queue.popleft())  # set aside by the guard
             elif self._garbage:
-                self._garbage = self.gens.collect_garbage(self._slice * 2) > 0
+                self.gens.collect_garbage(self._slice * 2)
+                self._garbage = self.gens.has_garbage()
         self._adapt(time.monotonic() - started)
 
     def ask_resync(self, backend: str, source: str) -> int:
