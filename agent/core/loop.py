@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 COMMIT_WINDOW_S = 0.1  # well inside the 250 ms promise, and still batches a busy line
 MAX_BATCH = 5000
 STORE_RETRY_S = 1.0
-PURGE_EVERY_S = 600.0  # when the last round found nothing; while it finds rows, every loop
+PURGE_EVERY_S = 600.0
+REFUSAL_ALERT_EVERY_S = 600.0  # when the last round found nothing; while it finds rows, every loop
 
 
 def _now_ms() -> int:
@@ -69,6 +70,7 @@ class LaneCore:
         self._retry: list[Pending] = []  # items kept from the last batch (store failure, or a bug)
         self._unclosed: list[Closed] = []  # passages journaled but whose event could not be written yet
         self._figures: dict = {"counters": {}, "set_aside": []}
+        self._refusals: dict[tuple[str, str], tuple[float | None, int]] = {}  # (backend, reason) -> (last alert, since)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="core", daemon=True)
 
@@ -128,7 +130,7 @@ class LaneCore:
     def _run(self) -> None:
         while True:
             self.last_loop_mono = time.monotonic()
-            batch = self._retry + [Pending(item) for item in self._collect(wait=not (self._retry or self.feed.busy()))]
+            batch = self._retry + [Pending(item) for item in self._collect(wait=not self._retry)]
             self._retry = []
             stopping = self._stop.is_set()
             try:
@@ -136,7 +138,6 @@ class LaneCore:
             except Exception as e:
                 self._retry = self._keep(batch, e)
                 time.sleep(STORE_RETRY_S)
-            self._cache_work()
             self._publish_figures()
             if stopping:
                 return
@@ -152,11 +153,11 @@ class LaneCore:
         log.exception("a core batch of %d items failed and was rolled back; it is retried", len(batch))
         return [p for p in batch if not self.guard.give_up(p, e)]
 
-    def _cache_work(self) -> None:
-        """One slice of cache work between group commits (never more: the journal must not wait)."""
+    def _cache_work(self, until: float) -> None:
+        """Cache work in slices until `until`, the next group commit: the journal never waits."""
         try:
             self.feed.tick(time.monotonic())
-            if self.feed.busy() and not self.outage.error:
+            while self.feed.busy() and not self.outage.error and time.monotonic() < until:
                 self.feed.work(self.guard)
         except Exception as e:
             if not is_store_failure(e):
@@ -164,6 +165,17 @@ class LaneCore:
             self.outage.failed(e, "cache updates")
 
     def _collect(self, wait: bool = True) -> list:
+        if self.feed.busy():
+            # Cache work fills the commit window; then whatever arrived meanwhile is committed.
+            self._cache_work(time.monotonic() + COMMIT_WINDOW_S)
+            batch = []
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self.inbox.get_nowait())
+                except queue.Empty:
+                    return batch
+            return batch
+        self.feed.tick(time.monotonic())
         deadline = self.aggregator.next_deadline()
         timeout = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
         try:
@@ -241,13 +253,26 @@ class LaneCore:
                               self.wall_ms())
 
     def _refuse(self, backend: str, reason: str, message: str) -> None:
-        """Count a refused downlink message and tell the back end that sent it (DESIGN 2.7)."""
+        """Count a refused downlink message and tell the back end that sent it (DESIGN 2.7).
+
+        One alert per back end and reason per REFUSAL_ALERT_EVERY_S; the ones in between
+        are counted and the next alert says how many. A resync answered with deltas on
+        the port's cache topic reaches every lane of the port as signed old seqs, and must
+        not become an alert storm."""
         self.counters[f"downlink_rejected_{reason}"] += 1
         self.counters["downlink_rejected"] += 1
-        log.warning("downlink from %s rejected (%s): %s", backend, reason, message)
+        key, now = (backend, reason), time.monotonic()
+        last, quiet = self._refusals.get(key, (None, 0))
+        if last is not None and now - last < REFUSAL_ALERT_EVERY_S:
+            self._refusals[key] = (last, quiet + 1)
+            log.debug("downlink from %s rejected (%s): %s", backend, reason, message)
+            return
+        self._refusals[key] = (now, 0)
+        log.warning("downlink from %s rejected (%s): %s%s", backend, reason, message,
+                    f" ({quiet} more since the last alert)" if quiet else "")
         if any(b.name == backend and "alerts" in b.share for b in self.cfg.backends):
             self.writer.add_alert(ev.alarm_alert("downlink_rejected", self.wall_ms(), cause=reason,
-                                                 message=message[:200]), [backend], self.wall_ms())
+                                                 message=message[:200], suppressed=quiet), [backend], self.wall_ms())
 
     def _publish_figures(self) -> None:
         # A new dict each turn: readers on other threads never iterate what this thread mutates.

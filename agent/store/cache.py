@@ -69,6 +69,12 @@ def validate_cache_message(msg: Any, expected_source: str | None = None) -> dict
         raise bad(f"op {op!r} is not one of {', '.join(OPS)}")
     if not isinstance(records, (list, tuple)):
         raise bad("records is not an array")
+    if "part" in msg or "parts" in msg:
+        part, parts = msg.get("part"), msg.get("parts")
+        if op != "snapshot":
+            raise bad("part and parts belong to a snapshot only")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (part, parts)) or not 1 <= part <= parts:
+            raise bad(f"part {part!r} of parts {parts!r}: need integers with 1 <= part <= parts")
     for i, rec in enumerate(records):
         if not isinstance(rec, dict) or rec.get("kind") not in KINDS or not isinstance(rec.get("id"), str) or not rec["id"]:
             raise bad(f"records[{i}] needs a known kind and a non-empty string id")

@@ -28,7 +28,18 @@ class StoreWriter:
         self.commits = 0
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction. `durable=False` skips the fsync at commit (WAL stays consistent;
+        the next durable commit syncs it too): for work a power cut may lose, such as the
+        slices of a staged snapshot, which a restart drops anyway."""
+        if not durable:
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            try:
+                with self.transaction():
+                    yield self.conn
+            finally:
+                self.conn.execute("PRAGMA synchronous = FULL")
+            return
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
