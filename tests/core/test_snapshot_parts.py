@@ -149,6 +149,7 @@ def test_a_gap_inside_the_parts_keeps_the_old_cache_and_asks_for_a_resync(lane):
     wait_for(lambda: lane.resyncs, what="the resync request")
     assert lane.resyncs == [("cbsa", "CA", 1)]
     assert lane.trips() == ["old-TR1"] and lane.live_seq() == 1
+    wait_for(lambda: lane.core.figures()["cache"]["dropped"].get("CA"), what="the dropped snapshot's figures")
     assert lane.core.figures()["cache"]["dropped"]["CA"]["parts_received"] == 1
     assert lane.core.figures()["cache"]["staging"] == {}
 
@@ -162,6 +163,7 @@ def test_another_message_between_the_parts_drops_them(lane):
     lane.send(new[0], upsert)
     wait_for(lambda: lane.resyncs, what="the resync request")
     assert lane.resyncs[0] == ("cbsa", "CA", 1)
+    wait_for(lambda: lane.core.figures()["cache"]["dropped"].get("CA"), what="the dropped snapshot's figures")
     assert "between the parts" in lane.core.figures()["cache"]["dropped"]["CA"]["cause"]
     assert lane.trips() == ["old-TR1"]
 
@@ -184,6 +186,7 @@ def test_parts_that_stop_coming_are_dropped_after_the_timeout(tmp_path):
         lane.send(in_parts(2, fleet("new", range(1, 2), now_ms()), 3)[0])
         wait_for(lambda: lane.resyncs, what="the resync after the timeout")
         assert lane.resyncs == [("cbsa", "CA", 1)]
+        wait_for(lambda: lane.core.figures()["cache"]["dropped"].get("CA"), what="the dropped snapshot's figures")
         assert lane.core.figures()["cache"]["dropped"]["CA"]["cause"] == "timeout"
         assert lane.trips() == ["old-TR1"]
     finally:
