@@ -14,7 +14,6 @@ import queue
 import ssl
 import threading
 import time
-from collections import deque
 from typing import Callable
 
 import cbor2
@@ -32,6 +31,7 @@ from agent.store.outbox import Outbox
 from agent.sync import downlink
 from agent.sync import tls as tls_policy
 from agent.sync.cose import load_public_key
+from agent.sync.figures import LinkFigures
 from agent.sync.payload import encode_event
 
 log = logging.getLogger(__name__)
@@ -62,17 +62,10 @@ class BackendLink:
         self.verify_key = load_public_key(backend.verify_key) if backend.verify_key else None
         self.base = cfg.base_topic(backend)
         self.client_id = f"laneagent-{cfg.lane.port_code}-{cfg.lane.lane_id}-{backend.name}"
-        self.connected = False
-        self.last_error: str | None = None
-        self.last_puback_ms: int | None = None
-        self.reconnects = 0
-        self.published = 0
-        self.acked = 0
-        self.progress_mono = time.monotonic()
+        self.figures = LinkFigures(backend.name)  # written here, read from any thread
         self._inflight: dict[int, tuple[str, int, float]] = {}  # mid -> (item_type, item_id, sent mono)
         self._awaiting_ack: dict[int, float] = {}  # seq -> when PUBACKed (require_ack back ends)
         self._cursor = {"alert": 0, "event": 0}  # highest item handed to paho in this run
-        self._acks: deque[float] = deque(maxlen=10_000)  # PUBACK times, for the drain rate
         self._tokens = 0.0
         self._tokens_mono = time.monotonic()
         self._hold_until = 0.0
@@ -132,7 +125,7 @@ class BackendLink:
         def on_disconnect(client, userdata, flags, reason_code, properties) -> None:
             self._on_disconnect(client, userdata, flags, reason_code, properties)
             if refused:
-                self.last_error = refused.pop()
+                self.figures.error(refused.pop(), quiet=True)
 
         client.on_log = on_log
         client.on_disconnect = on_disconnect
@@ -152,7 +145,7 @@ class BackendLink:
         next_try = 0.0
         next_health = time.monotonic() + HEALTH_EVERY_S
         while not self._stop.is_set():
-            self.progress_mono = time.monotonic()
+            self.figures.turn(len(self._inflight))
             if self._retry_requested:
                 self._retry_requested = False
                 next_try, self._hold_until = 0.0, 0.0
@@ -226,8 +219,7 @@ class BackendLink:
         if reason_code.is_failure:
             self._error(f"broker refused the connection: {reason_code}")
             return
-        self.connected = True
-        self.reconnects += 1
+        self.figures.connection(True)
         log.info("back end %s: connected to %s:%d (session %s)", self.backend.name, self.backend.host,
                  self.backend.port, "resumed" if flags.session_present else "new")
         prefix = self.backend.topic_prefix
@@ -238,14 +230,15 @@ class BackendLink:
         self._wake.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        was_connected, self.connected = self.connected, False
+        was_connected = self.connected
+        self.figures.connection(False)
         if was_connected and self._stop.is_set():
             log.info("back end %s: disconnected (agent stopping)", self.backend.name)
         elif was_connected:
             log.warning("back end %s: connection lost (%s); %d in flight kept for re-send", self.backend.name,
                         reason_code, len(self._inflight))
             if reason_code.is_failure:
-                self.last_error = f"disconnected: {reason_code}"
+                self.figures.error(f"disconnected: {reason_code}", quiet=True)
         # Not connected yet: keep the refusal's own reason (bad credentials, TLS) as last_error.
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
@@ -259,9 +252,7 @@ class BackendLink:
             self._cursor[item_type] = min(self._cursor[item_type], item_id - 1)
             self._hold_until = time.monotonic() + 5.0
             return
-        self.last_puback_ms = int(time.time() * 1000)
-        self._acks.append(time.monotonic())
-        self.acked += 1
+        self.figures.acked()
         if item_type == "event" and self.backend.require_ack:
             self._awaiting_ack[item_id] = time.monotonic()
         else:
@@ -332,7 +323,7 @@ class BackendLink:
                     return
                 self._inflight[info.mid] = (item_type, item_id, now)
                 self._cursor[item_type] = item_id
-                self.published += 1
+                self.figures.published()
                 self._tokens -= 1
                 room -= 1
 
@@ -390,20 +381,14 @@ class BackendLink:
         return {"port": self.cfg.lane.port_code, "lane": self.cfg.lane.lane_id, "agent_version": __version__}
 
     def _error(self, text: str) -> None:
-        if text != self.last_error:
-            log.warning("back end %s: %s", self.backend.name, text)
-        self.last_error = text
+        self.figures.error(text)
 
-    # --- figures ---------------------------------------------------------------------------------
-    def drain_rate(self, window_s: float = 10.0) -> float:
-        cutoff = time.monotonic() - window_s
-        return round(sum(1 for t in self._acks if t >= cutoff) / window_s, 1)
+    # --- figures (any thread) ----------------------------------------------------------------------
+    connected = property(lambda self: self.figures.connected)
+    last_error = property(lambda self: self.figures.last_error)
+    progress_mono = property(lambda self: self.figures.progress_mono)
 
     def snapshot(self) -> dict:
-        return {
-            "name": self.backend.name, "country": self.backend.country,
-            "broker": f"{self.backend.host}:{self.backend.port}", "tls": self.backend.tls is not None,
-            "connected": self.connected, "last_puback_ms": self.last_puback_ms, "last_error": self.last_error,
-            "published": self.published, "acked": self.acked, "inflight": len(self._inflight),
-            "drain_rate": self.drain_rate(), "connects": self.reconnects,
-        }
+        return {"name": self.backend.name, "country": self.backend.country,
+                "broker": f"{self.backend.host}:{self.backend.port}", "tls": self.backend.tls is not None,
+                **self.figures.snapshot()}
