@@ -26,6 +26,7 @@ from agent.readers import registry
 from agent.store.db import open_reader
 from agent.store.outbox import Outbox
 from agent.store.writer import StoreWriter
+from agent.sync.downlink import COMMANDS
 from agent.sync.link import BackendLink
 from agent.sync.tls import CertificateWatch
 
@@ -46,8 +47,12 @@ class Daemon:
         self.started_ms = int(time.time() * 1000)
         self.writer = StoreWriter(cfg.store.path)
         self.core = LaneCore(cfg, self.writer)
-        self.links = [BackendLink(cfg, b, self.core, health=self.health_report, birth=self.birth,
-                                  on_command=self.command) for b in cfg.backends]
+        self.links = [BackendLink(cfg, b, self.core.submit, health=self.health_report, birth=self.birth)
+                      for b in cfg.backends]
+        for link in self.links:  # adapter: how the core answers the links (replaced at merge)
+            self.core.on_committed.append(link.wake)
+            self.core.resync[link.backend.name] = link.request_resync
+        self.core.execute = self.run_command
         self.sessions = [registry.open_session(r, self.core.submit_read, self._reader_state) for r in cfg.readers]
         self.alarms: dict[str, dict] = {}
         self.clock = ClockWatch()
@@ -132,6 +137,18 @@ class Daemon:
             log.warning("random referral rate changed by back end %s: %s -> %s", link.backend.name, old, rate)
             return {"random_rate": self.core.random_rate, "was": old}
         raise ValueError(f"unknown command {name!r}")
+
+    def run_command(self, backend: str, msg: dict) -> None:
+        """Adapter (replaced at merge): run an accepted command, on the core thread as before,
+        and answer it through its link."""
+        link = next(link for link in self.links if link.backend.name == backend)
+        try:
+            if msg.get("command") not in COMMANDS:
+                raise ValueError(f"unknown command {msg.get('command')!r} (known: {', '.join(COMMANDS)})")
+            result = {"ok": True, "result": self.command(link, msg)}
+        except (ValueError, TypeError) as e:
+            result = {"ok": False, "error": str(e)}
+        link.send_command_result(msg["id"], msg.get("command"), result)
 
     def retry_now(self) -> None:
         log.info("retry requested: links reconnect and re-offer every undelivered item")

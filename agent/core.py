@@ -23,6 +23,7 @@ import cbor2
 
 from agent.config import Config
 from agent.errors import DownlinkRejected
+from agent.handoff import CacheMessage, CommandMessage, Delivered, DownlinkRefused, Uplink
 from agent.lane import event as ev
 from agent.lane.findings import findings_for, referral_for
 from agent.lane.linking import link
@@ -79,6 +80,9 @@ class LaneCore:
         self.held_cache: dict[str, list[CacheHandoff]] = {}  # source -> messages after a gap
         self.next_purge_mono = 0.0
         self.resync_pending: set[str] = set()  # sources we asked for a snapshot
+        # Adapter for the links' new seam (replaced by the rewritten core): how to answer them.
+        self.resync: dict[str, Callable[[str, int], None]] = {}  # backend -> its link's request_resync
+        self.execute: Callable[[str, dict], None] = lambda backend, msg: None  # runs an accepted command
         self._unsaved: list[tuple] = []  # inbox items whose commit failed, retried first
         self._unclosed: list[Closed] = []  # passages journaled but whose event could not be written yet
         self.store_error: str | None = None
@@ -101,6 +105,25 @@ class LaneCore:
 
     def submit_alert(self, alert: dict, backends: list[str]) -> None:
         self.inbox.put(("alert", alert, backends))
+
+    def submit(self, item: Uplink) -> None:
+        """The links' inbox (agent.handoff messages), safe from any thread. An adapter onto
+        the paths above until the core is rewritten."""
+        backend = item.backend
+        if isinstance(item, Delivered):
+            self.submit_delivered(backend, list(item.items))
+        elif isinstance(item, CacheMessage):
+            self.submit_cache(CacheHandoff(backend, item.msg, self.resync.get(backend, lambda *_: None),
+                                           signed=item.signed, share_alerts=self._shares_alerts(backend)))
+        elif isinstance(item, CommandMessage):
+            self.submit_command(CommandHandoff(
+                backend, item.msg, lambda msg: self.execute(backend, msg),
+                lambda error: self.reject_downlink(backend, error, self._shares_alerts(backend))))
+        elif isinstance(item, DownlinkRefused):
+            self.inbox.put(("refused", item))  # counted on this core's thread, not the link's
+
+    def _shares_alerts(self, backend: str) -> bool:
+        return any(b.name == backend and "alerts" in b.share for b in self.cfg.backends)
 
     def start(self) -> None:
         self.replay_journal()
@@ -219,6 +242,10 @@ class LaneCore:
                 elif item[0] == "cmd":
                     if self._accept_command(item[1]):
                         commands.append(item[1])
+                elif item[0] == "refused":
+                    refused = item[1]
+                    self.reject_downlink(refused.backend, DownlinkRejected(refused.reason, refused.message),
+                                         self._shares_alerts(refused.backend))
             for backend, items in delivered.items():
                 self.writer.mark_delivered(backend, items, self.wall_ms())
         self.counters["reads"] += len(reads)

@@ -13,8 +13,8 @@ import cbor2
 from agent import config
 from agent.core import LaneCore
 from agent.store.writer import StoreWriter
-from agent.sync.link import BackendLink
 from tests.helpers import wait_for
+from tests.sync.wiring import links_for
 
 BACKLOG = 20_000
 
@@ -42,7 +42,7 @@ def test_figures_read_from_another_thread_while_a_large_backlog_drains(tmp_path,
     writer = StoreWriter(cfg.store.path)
     fill(writer, BACKLOG, "cbsa")
     core = LaneCore(cfg, writer)
-    link = BackendLink(cfg, cfg.backends[0], core)
+    [link] = links_for(cfg, core)
     core.start()
     link.start()
     try:

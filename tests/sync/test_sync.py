@@ -9,8 +9,8 @@ from agent import config
 from agent.core import LaneCore
 from agent.readers.report import TagReport
 from agent.store.writer import StoreWriter
-from agent.sync.link import BackendLink
 from tests.mqtt_probe import Probe
+from tests.sync.wiring import links_for
 
 NOW_MS = int(time.time() * 1000)
 
@@ -32,7 +32,7 @@ class Lane:
         self.cfg = cfg
         self.writer = StoreWriter(cfg.store.path)
         self.core = LaneCore(cfg, self.writer)
-        self.links = [BackendLink(cfg, b, self.core) for b in cfg.backends]
+        self.links = links_for(cfg, self.core)
         self.core.start()
         for link in self.links:
             link.start()
