@@ -85,7 +85,7 @@ class LinkFigures:
             return self._progress_mono
 
     def drain_rate(self) -> float:
-        """PUBACKs per second over the last RATE_WINDOW_S seconds."""
+        """PUBACKs per second over the last RATE_WINDOW_S whole seconds, the current one included."""
         with self._lock:
             return self._rate(int(time.monotonic()))
 
