@@ -52,7 +52,7 @@ class Daemon:
         for link in self.links:  # adapter: how the core answers the links (replaced at merge)
             self.core.on_committed.append(link.wake)
             self.core.resync[link.backend.name] = link.request_resync
-        self.core.execute = self.run_command
+        self.core.run_command = self.run_command
         self.sessions = [registry.open_session(r, self.core.submit_read, self._reader_state) for r in cfg.readers]
         self.alarms: dict[str, dict] = {}
         self.clock = ClockWatch()

@@ -82,7 +82,7 @@ class LaneCore:
         self.resync_pending: set[str] = set()  # sources we asked for a snapshot
         # Adapter for the links' new seam (replaced by the rewritten core): how to answer them.
         self.resync: dict[str, Callable[[str, int], None]] = {}  # backend -> its link's request_resync
-        self.execute: Callable[[str, dict], None] = lambda backend, msg: None  # runs an accepted command
+        self.run_command: Callable[[str, dict], None] = lambda backend, msg: None  # runs an accepted command
         self._unsaved: list[tuple] = []  # inbox items whose commit failed, retried first
         self._unclosed: list[Closed] = []  # passages journaled but whose event could not be written yet
         self.store_error: str | None = None
@@ -117,7 +117,7 @@ class LaneCore:
                                            signed=item.signed, share_alerts=self._shares_alerts(backend)))
         elif isinstance(item, CommandMessage):
             self.submit_command(CommandHandoff(
-                backend, item.msg, lambda msg: self.execute(backend, msg),
+                backend, item.msg, lambda msg: self.run_command(backend, msg),
                 lambda error: self.reject_downlink(backend, error, self._shares_alerts(backend))))
         elif isinstance(item, DownlinkRefused):
             self.inbox.put(("refused", item))  # counted on this core's thread, not the link's
