@@ -16,9 +16,11 @@ class Probe:
     def __init__(self, broker, topics: list[str], client_id: str | None = None, persistent: bool = False):
         self.messages: list[tuple[str, dict, bool]] = []  # (topic, payload, retained)
         self.cond = threading.Condition()
+        self.subscribed = threading.Event()  # the broker's SUBACK arrived
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"probe-{uuid.uuid4().hex[:8]}",
                                   protocol=mqtt.MQTTv5)
         self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda c, u, mid, reason_codes, p: self.subscribed.set()
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])
         self.client.reconnect_delay_set(0.1, 0.5)
         if persistent:  # the broker keeps our subscription and queues for us while we are away
@@ -47,6 +49,12 @@ class Probe:
                     break
                 self.cond.wait(left)
         return self.on(suffix)
+
+    def wait_subscribed(self, timeout: float = 10.0) -> "Probe":
+        """Block until the broker acknowledged our subscription (raise on timeout)."""
+        if not self.subscribed.wait(timeout):
+            raise AssertionError(f"no SUBACK within {timeout} s")
+        return self
 
     def publish(self, topic: str, payload, qos: int = 1) -> None:
         data = payload if isinstance(payload, bytes) else cbor2.dumps(payload)

@@ -39,14 +39,14 @@ class Daemon:
         self.cfg = cfg
         self.writer = StoreWriter(cfg.store.path)
         self.links_by_name: dict[str, BackendLink] = {}
-        self.core = LaneCore(cfg, self.writer, request_resync=self._request_resync,
-                             on_command=lambda cmd: self.commands.submit(cmd))
+        self.core = LaneCore(cfg, self.writer, on_command=lambda cmd: self.commands.submit(cmd))
         self.alarms = Alarms(cfg, self.core.submit_alert)
         self.links = [BackendLink(cfg, b, self.core.submit, health=lambda: self.figures.health_report(),
                                   birth=lambda: self.figures.birth()) for b in cfg.backends]
         self.links_by_name.update((link.backend.name, link) for link in self.links)
         for link in self.links:
             self.core.on_committed.append(link.wake)
+            self.core.resync[link.backend.name] = link.request_resync
         self.rules = AlarmRules(cfg, self.alarms, self.core, self.links)
         self.sessions = [registry.open_session(r, self.core.submit_read, self.rules.reader_state,
                                                wrap_transport=self._tap(r.name)) for r in cfg.readers]
@@ -63,9 +63,6 @@ class Daemon:
     def _tap(name: str):
         ring = traffic.ring_for(name)  # the port's recent traffic, for `laneagent diag`
         return lambda transport: traffic.TrafficTap(transport, ring)
-
-    def _request_resync(self, backend: str, source: str, have_seq: int) -> None:
-        self.links_by_name[backend].request_resync(source, have_seq)
 
     # --- lifecycle ----------------------------------------------------------------------------
     def run(self) -> int:

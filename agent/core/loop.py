@@ -20,7 +20,7 @@ from collections import Counter
 from typing import Callable
 
 from agent.config import Config
-from agent.core.cachefeed import CacheFeed, RequestResync
+from agent.core.cachefeed import CacheFeed
 from agent.core.crossing import Crossings
 from agent.core.guard import ItemGuard, Pending, is_store_failure
 from agent.core.inbox import AlertOut, ReadItem, Wake
@@ -48,7 +48,6 @@ def _now_ms() -> int:
 
 class LaneCore:
     def __init__(self, cfg: Config, writer: StoreWriter, wall_ms: Callable[[], int] = _now_ms,
-                 request_resync: RequestResync = lambda backend, source, have: None,
                  on_command: Callable[[CommandMessage], None] = lambda cmd: None):
         self.cfg = cfg
         self.writer = writer
@@ -59,7 +58,9 @@ class LaneCore:
         self.outage = StoreOutage(self.counters)
         self.crossings = Crossings(cfg, writer, CacheView(writer.conn), self.counters, wall_ms)
         self.guard = ItemGuard(writer, self.counters, self._alarm)
-        self.feed = CacheFeed(writer, self.counters, wall_ms, request_resync, self._refuse,
+        # back end name -> its link's request_resync(source, have_seq), set by whoever wires the links
+        self.resync: dict[str, Callable[[str, int], None]] = {}
+        self.feed = CacheFeed(writer, self.counters, wall_ms, self._request_resync, self._refuse,
                               cfg.cache.snapshot_timeout_s)
         self.items = ItemHandler(cfg, writer, self.feed, self.crossings, self.counters, wall_ms, self._refuse)
         self.on_command = on_command  # accepted commands, after their commit (off this thread)
@@ -251,6 +252,13 @@ class LaneCore:
     def _alarm(self, reason: str, detail: dict) -> None:
         self.writer.add_alert(ev.alarm_alert(reason, self.wall_ms(), **detail), self.crossings.alert_backends,
                               self.wall_ms())
+
+    def _request_resync(self, backend: str, source: str, have_seq: int) -> None:
+        ask = self.resync.get(backend)
+        if ask is None:
+            log.warning("no link to ask %s for a resync of %s", backend, source)
+        else:
+            ask(source, have_seq)
 
     def _refuse(self, backend: str, reason: str, message: str) -> None:
         """Count a refused downlink message and tell the back end that sent it (DESIGN 2.7).

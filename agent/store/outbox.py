@@ -16,18 +16,22 @@ class Outbox:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
 
-    def pending(self, backend: str, item_type: str, after_id: int, limit: int) -> list[tuple[int, bytes | None]]:
-        """Undelivered items of one type after `after_id`, oldest first, with the payload owed
-        (None for rows written before payloads were stored: see `body`)."""
+    def pending(self, backend: str, item_type: str, after_id: int, limit: int) -> list[tuple[int, bytes]]:
+        """Undelivered items of one type after `after_id`, oldest first, with the exact payload owed."""
         return self.conn.execute(
             "SELECT item_id, payload FROM deliveries "
             "WHERE backend = ? AND item_type = ? AND delivered_ms IS NULL AND item_id > ? "
             "ORDER BY item_id LIMIT ?", (backend, item_type, after_id, limit)).fetchall()
 
-    def body(self, item_type: str, item_id: int) -> bytes:
-        """The stored full event or alert."""
-        table, key = ("events", "seq") if item_type == "event" else ("alerts", "id")
-        return self.conn.execute(f"SELECT body FROM {table} WHERE {key} = ?", (item_id,)).fetchone()[0]
+    def seqs_of(self, event_ids: list[str]) -> dict[str, int]:
+        """The seq of each stored event among `event_ids` (a back end's ack names events by id);
+        ids the store does not hold are left out."""
+        out: dict[str, int] = {}
+        for start in range(0, len(event_ids), 500):  # well under SQLite's bound-parameter limit
+            chunk = event_ids[start:start + 500]
+            out.update(self.conn.execute(
+                f"SELECT event_id, seq FROM events WHERE event_id IN ({', '.join('?' * len(chunk))})", chunk))
+        return out
 
     def backlog(self, backend: str, now_ms: int | None = None) -> dict:
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)

@@ -19,9 +19,10 @@ from agent import config
 from agent.core import LaneCore
 from agent.lane.event import GENESIS, seal
 from agent.store.writer import StoreWriter
-from agent.sync.link import INFLIGHT_WINDOW, BackendLink
 from agent.lane.disclosure import event_for
-from tests.support.mosquitto import Mosquitto
+from agent.sync.connection import INFLIGHT_WINDOW
+from simulators.mosquitto import Mosquitto
+from tests.sync.wiring import links_for
 
 SECTIONS_SAMPLE = {
     "tags": [{"epc": "E2801160600002054C4B1A7F", "role": "driver", "antenna": 1, "reader": "booth", "count": 12,
@@ -103,7 +104,7 @@ def run(n: int = 20_000) -> dict:
         size = fill_backlog(writer, n, ["cbsa", "cbp"], cfg)
         baseline = bare_paho([ca, us], n, size)
         core = LaneCore(cfg, writer)
-        links = [BackendLink(cfg, b, core) for b in cfg.backends]
+        links = links_for(cfg, core)
         core.start()
         start = time.perf_counter()
         for link in links:

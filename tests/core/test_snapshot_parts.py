@@ -66,7 +66,8 @@ class Lane:
 
     def start(self):
         self.writer = StoreWriter(self.path)
-        self.core = LaneCore(self.cfg, self.writer, request_resync=lambda *a: self.resyncs.append(a))
+        self.core = LaneCore(self.cfg, self.writer)
+        self.core.resync["cbsa"] = lambda source, have: self.resyncs.append(("cbsa", source, have))
         self.core.start()
 
     def stop(self):

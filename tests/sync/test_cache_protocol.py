@@ -1,7 +1,5 @@
 """The cache protocol against the back-end simulator on a real broker: gap -> resync -> snapshot."""
 
-import time
-
 from simulators.backend import Backend
 from tests.helpers import wait_for
 from tests.sync.test_sync import Lane, make_cfg
@@ -17,8 +15,9 @@ def test_a_gap_is_answered_by_a_snapshot_and_reapplying_changes_nothing(tmp_path
     lane = Lane(cfg)
     backend = Backend("cbsa", "CA", ca.host, ca.port, records=drivers(1, 2), snapshot_on_connect=False).start()
     try:
+        # The lane subscribes before it publishes its birth: once the back end has the birth,
+        # the lane hears the back end's cache messages (and start() waited for the back end's SUBACK).
         assert wait_for(lambda: backend.last_status("C3") is not None)
-        time.sleep(0.5)
         backend.publish_snapshot()  # seq 1
         backend.publish_cache("upsert", drivers(3))  # seq 2
         assert wait_for(lambda: lane.core.counters["cache_messages"] == 2)

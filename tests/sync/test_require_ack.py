@@ -1,10 +1,9 @@
 """require_ack: an event counts as delivered only on the back end's own ack, and goes
 again under the same event_id when the ack does not come within ack_timeout_s."""
 
-import time
-
 from agent import config
 from simulators.backend import Backend
+from tests.helpers import wait_for
 from tests.mqtt_probe import Probe
 from tests.sync.test_sync import Lane
 
@@ -32,9 +31,7 @@ def test_delivered_only_on_ack_and_resent_until_acked(tmp_path, broker):
         assert owed(lane) == 1
         backend = Backend("cbsa-sim", "CA", broker.host, broker.port, ack=True, snapshot_on_connect=False).start()
         try:
-            deadline = time.monotonic() + 10
-            while owed(lane) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            wait_for(lambda: owed(lane) == 0, 10, "the back end's acks marked")
             assert owed(lane) == 0
         finally:
             backend.stop()

@@ -6,7 +6,6 @@ apply what is signed with the configured key and refuse everything else.
 
 import json
 import signal
-import time
 
 import cbor2
 import pytest
@@ -18,7 +17,7 @@ from pycose.keys import OKPKey
 from pycose.keys.curves import Ed25519
 from pycose.messages import Sign1Message
 
-from tests.helpers import backend_toml, cli, lane_toml
+from tests.helpers import backend_toml, cli, lane_toml, wait_for
 from tests.lane_harness import Agent
 from tests.mqtt_probe import Probe
 
@@ -59,6 +58,11 @@ def signed_lane(tmp_path, broker):
     probe.close()
 
 
+def status(config) -> dict:
+    code, out, err = cli("--config", str(config), "status", "--json")
+    return json.loads(out)
+
+
 def alarm_causes(probe):
     return [a["detail"]["cause"] for a in probe.on("/alerts") if a["detail"].get("reason") == "downlink_rejected"]
 
@@ -74,8 +78,9 @@ def test_only_messages_signed_with_the_key_change_anything(signed_lane):
     code, out, _ = cli("--config", str(config), "lookup", "E2000000000000000000D002", "--json")
     assert code == 0 and json.loads(out)["records"][0]["record"]["id"] == "D02"
     assert cli("--config", str(config), "lookup", "E2000000000000000000D001")[0] == 1
-    time.sleep(1.5)  # the status file is rewritten every second
-    counters = json.loads(cli("--config", str(config), "status", "--json")[1])["counters"]
+    # The status file is rewritten every second: wait until it shows the three refusals.
+    counters = wait_for(lambda: (c := status(config)["counters"]).get("downlink_rejected") == 3 and c,
+                        what="the refusals in the status file")
     assert counters["downlink_rejected"] == 3 and counters["downlink_rejected_replay"] == 1
 
 
@@ -94,8 +99,8 @@ def test_signed_commands_answered_replays_and_unknown_refused(signed_lane):
     assert not results["cmd-4"]["ok"] and "unknown command" in results["cmd-4"]["error"]
     assert "cmd-5" not in results
     assert sorted(alarm_causes(probe.wait("/alerts", 2) and probe)) == ["replay", "unsigned"]
-    time.sleep(1.5)
-    assert json.loads(cli("--config", str(config), "status", "--json")[1])["random_rate"] == 0.1
+    wait_for(lambda: status(config)["random_rate"] == 0.1, what="the new random rate in the status file")
+    assert status(config)["random_rate"] == 0.1
     assert agent.kill(signal.SIGTERM) == 0
 
 

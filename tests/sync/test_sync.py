@@ -9,8 +9,9 @@ from agent import config
 from agent.core import LaneCore
 from agent.readers.report import TagReport
 from agent.store.writer import StoreWriter
-from agent.sync.link import BackendLink
+from tests.helpers import wait_for
 from tests.mqtt_probe import Probe
+from tests.sync.wiring import links_for
 
 NOW_MS = int(time.time() * 1000)
 
@@ -32,24 +33,33 @@ class Lane:
         self.cfg = cfg
         self.writer = StoreWriter(cfg.store.path)
         self.core = LaneCore(cfg, self.writer)
-        self.links = [BackendLink(cfg, b, self.core) for b in cfg.backends]
+        self.links = links_for(cfg, self.core)
         self.core.start()
         for link in self.links:
             link.start()
 
     def truck(self, *epcs, reads=3):
-        for _ in range(reads):
+        """A truck's tags read `reads` times, 20 ms apart (just now); returns once its passage
+        has closed into an event."""
+        events = self.core.counters["events"]
+        mono, wall_ms = time.monotonic() - reads * 0.02, int(time.time() * 1000) - reads * 20
+        for i in range(reads):
             for epc in epcs:
-                self.core.submit_read("booth", TagReport("thingmagic", epc, 1, rssi=-50), time.monotonic(),
-                                      int(time.time() * 1000))
-            time.sleep(0.02)
-        time.sleep(0.5)  # > idle_close_s: the passage closes
+                self.core.submit_read("booth", TagReport("thingmagic", epc, 1, rssi=-50), mono + i * 0.02,
+                                      wall_ms + i * 20)
+        wait_for(lambda: self.core.counters["events"] > events, what="the passage closing into an event")
 
     def stop(self):
         for link in self.links:
             link.stop()
         self.core.stop()
         self.writer.close()
+
+
+def saved_since(broker, since_ns: int) -> bool:
+    """The broker wrote its persistence file (autosave_interval 1 s) after `since_ns`."""
+    path = broker.dir / "mosquitto.db"
+    return path.exists() and path.stat().st_mtime_ns > since_ns
 
 
 @pytest.fixture
@@ -76,10 +86,8 @@ def test_events_reach_both_with_share_and_kind(tmp_path, two_brokers):
         births = [p for t, p, retained in p_ca.messages if t.endswith("/status")]
         assert births[0]["state"] == "online"
         # Deliveries are marked from PUBACKs.
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and lane.writer.conn.execute(
-                "SELECT count(*) FROM deliveries WHERE delivered_ms IS NULL").fetchone()[0]:
-            time.sleep(0.05)
+        wait_for(lambda: lane.writer.conn.execute(
+            "SELECT count(*) FROM deliveries WHERE delivered_ms IS NULL").fetchone()[0] == 0, 5, "PUBACKs marked")
         assert lane.writer.conn.execute("SELECT count(*) FROM deliveries WHERE delivered_ms IS NULL").fetchone()[0] == 0
     finally:
         lane.stop()
@@ -95,8 +103,9 @@ def test_one_broker_down_never_blocks_the_other(tmp_path, two_brokers):
     cfg = make_cfg(tmp_path, two_brokers, [["tags"], ["tags"]])
     p_us = Probe(us, ["border/0901/C3/events"])
     # Subscribed before the outage with a persistent session, which the broker saves to disk.
-    p_ca = Probe(ca, ["border/0901/C3/events"], client_id="cbsa-backend", persistent=True)
-    time.sleep(1.5)  # > autosave_interval
+    p_ca = Probe(ca, ["border/0901/C3/events"], client_id="cbsa-backend", persistent=True).wait_subscribed()
+    subscribed_ns = time.time_ns()
+    wait_for(lambda: saved_since(ca, subscribed_ns), what="the broker's autosave after our SUBACK")
     lane = Lane(cfg)
     try:
         ca.kill()
@@ -121,7 +130,9 @@ def test_cache_downlink_applied_rejected_and_gap_requests_resync(tmp_path, two_b
     lane = Lane(cfg)
     probe = Probe(ca, ["border/0901/C3/#"])
     try:
-        time.sleep(0.5)
+        # The link subscribes before it publishes its birth, so once the probe has the birth
+        # both ends are subscribed.
+        wait_for(lambda: probe.on("/status"), what="the link's birth")
         snapshot = {"v": 1, "type": "cache", "source": "CA", "seq": 1, "op": "snapshot",
                     "records": [{"kind": "driver", "id": "D1", "card_epc": "AA01", "status": "valid"}]}
         probe.publish("border/0901/cache", snapshot)
@@ -139,9 +150,7 @@ def test_cache_downlink_applied_rejected_and_gap_requests_resync(tmp_path, two_b
         assert (c["cache_messages"], c["cache_duplicates"], c["downlink_rejected"], c["cache_gaps"]) == (1, 1, 3, 1)
         # The held message follows on once the snapshot answering the resync is applied.
         probe.publish("border/0901/cache", {**snapshot, "seq": 4, "records": []})
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and lane.core.counters["cache_messages"] < 3:
-            time.sleep(0.05)
+        wait_for(lambda: lane.core.counters["cache_messages"] >= 3, 5, "the held message applied")
         assert lane.writer.conn.execute("SELECT seq FROM cache_sources WHERE source = 'CA'").fetchone()[0] == 5
         assert lane.writer.conn.execute("SELECT count(*) FROM cache_records").fetchone()[0] == 1
     finally:

@@ -31,11 +31,11 @@ from agent.readers.report import TagReport
 from agent.store.cache import CacheView
 from agent.store.writer import StoreWriter
 from agent.sync import tls
-from agent.sync.link import BackendLink
 from tests.helpers import backend_toml, cli, lane_toml, wait_for
 from tests.lane_harness import Agent
 from tests.support.mosquitto import free_port
 from tests.support.pki import PKI, Peer, reference_acl, reference_broker_conf
+from tests.sync.wiring import links_for
 
 TLS_HANDSHAKE, MQTT_CONNECT = 0x16, 0x10
 NOW = dt.datetime.now(dt.UTC)
@@ -149,7 +149,7 @@ class Lane:
         })
         self.writer = StoreWriter(self.cfg.store.path)
         self.core = LaneCore(self.cfg, self.writer)
-        self.link = BackendLink(self.cfg, self.cfg.backends[0], self.core)
+        [self.link] = links_for(self.cfg, self.core)
         self.core.start()
         self.link.start()
 
@@ -189,7 +189,7 @@ def test_lane_connects_with_its_certificate_and_events_birth_and_downlink_flow(t
     lane = Lane(tmp_path, "127.0.0.1", tap.port, material(pki))
     try:
         wait_for(lambda: lane.link.connected, what=f"the TLS link ({lane.link.last_error})")
-        assert lane.link.client.socket().version() in ("TLSv1.2", "TLSv1.3")
+        assert lane.link.connection.client.socket().version() in ("TLSv1.2", "TLSv1.3")
         birth = cbor2.loads(backend.wait(lambda: backend.on("border/0901/C3/status"), "birth")[0])
         assert birth["state"] == "online"
         for _ in range(3):
@@ -254,7 +254,7 @@ FAILURES = {
 def test_tls_failure_is_clear_logged_once_and_never_plaintext(case, tmp_path, pki, tls_broker, taps, caplog):
     kwargs, other_address, expected = FAILURES[case]
     tap = taps(tls_broker.tls_port, bind="127.0.0.2" if other_address else "127.0.0.1")
-    with caplog.at_level(logging.WARNING, logger="agent.sync.link"):
+    with caplog.at_level(logging.WARNING, logger="agent.sync"):
         lane = Lane(tmp_path, tap.host, tap.port, material(pki, **kwargs))
         try:
             attempts = 3
