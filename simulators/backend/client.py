@@ -169,7 +169,8 @@ class Backend:
             else:
                 for key in encoded:
                     self._records.pop(key, None)
-            return [self._publish_cache_message({"op": op}, run) for run in cut(encoded.values(), self.max_message_bytes)]
+            runs = cut(encoded.values(), self.max_message_bytes)
+            return [self._publish_cache_message({"op": op}, run) for run in runs]
 
     def publish_snapshot(self) -> list[int]:
         """Everything this back end holds, as a fresh snapshot (in parts when large)."""
