@@ -90,7 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="first (default): a snapshot on the first connect only, when nothing was sent yet (a "
                         "--seq-file above 0 means it was); always: on every (re)connect, the old behaviour; never: "
                         "only when a lane asks for a resync. e.g. --snapshot-on-connect always")
-    p.add_argument("--history", type=int, default=HISTORY_MESSAGES, metavar="N",
+    p.add_argument("--history", type=_count, default=HISTORY_MESSAGES, metavar="N",
                    help=f"messages kept to answer a resync with just what followed the lane's have_seq (default "
                         f"{HISTORY_MESSAGES}; 0: always answer with a snapshot), e.g. --history 5000")
     p.add_argument("--history-mb", type=float, default=HISTORY_MB, metavar="MB",
@@ -105,11 +105,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        return value
+    return parse
+
+
+_positive, _count = _at_least(1), _at_least(0)
 
 
 def generated_records(args: argparse.Namespace):
