@@ -23,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from simulators.backend import Backend
 from simulators.backend.__main__ import main as backend_main
-from simulators.backend.parts import build, cut, encode_record
+from simulators.backend.parts import History, build, cut, encode_record
 from simulators.fleet import iter_big_cache, shape_for_records
 from tests.helpers import wait_for
 
@@ -140,6 +140,21 @@ def test_records_are_cut_by_encoded_size_not_by_count(max_kb):
     largest = max(map(len, encoded))
     assert all(size > max_kb * 1024 - 512 - largest for size in sizes[:-1])  # and full: not a fixed count
     assert cut([], 4096) == [[]]  # an empty cache is one (empty) message
+
+
+def test_the_history_is_bounded_by_count_and_bytes_and_a_rewound_seq_replaces_what_followed():
+    history = History(max_messages=3, max_bytes=1_000)
+    for seq in range(1, 6):
+        history.add(seq, bytes(100))
+    assert history.span == (3, 5) and history.after(2, 5) is not None and history.after(1, 5) is None
+    history.add(6, bytes(900))  # 1,200 bytes: 3 and 4 go, 5 and 6 make the bound exactly
+    assert history.span == (5, 6) and history.size_bytes == 1_000
+    history.add(7, bytes(10), part=1)
+    history.add(8, bytes(10), part=2)
+    assert [s.seq for s in history.after(6, 8)] == [7, 8] and history.after(7, 8) is None  # not from part 2
+    history.add(7, bytes(20))  # sent again: 7 is replaced and 8 is gone
+    assert history.span == (6, 7) and history.after(6, 8) is None and history.size_bytes == 920
+    assert History(max_messages=0).after(0, 1) is None
 
 
 # --- snapshots in parts on the wire ------------------------------------------------------------------
