@@ -21,11 +21,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from simulators.backend import Backend
 from simulators.backend.__main__ import main as backend_main
 from simulators.backend.parts import History, build, cut, encode_record
 from simulators.fleet import iter_big_cache, shape_for_records
 from tests.helpers import wait_for
+from tests.system.test_backend_simulator import backend  # noqa: F401  (the same fixture: a started Backend)
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = "border/0901/cache"
@@ -93,20 +93,6 @@ def listen(broker):
     yield make
     for item in made:
         item.close()
-
-
-@pytest.fixture
-def backend(broker):
-    started = []
-
-    def make(**kwargs) -> Backend:
-        kwargs.setdefault("name", "cbsa")
-        kwargs.setdefault("country", "CA")
-        started.append(Backend(host=broker.host, port=broker.port, **kwargs).start())
-        return started[-1]
-    yield make
-    for item in started:
-        item.stop()
 
 
 def assert_one_snapshot(messages: list[dict], first_seq: int) -> list[dict]:
