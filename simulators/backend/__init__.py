@@ -2,7 +2,9 @@
 
 `Backend` (client.py) is the MQTT side; `ChainVerifier` (verify.py) re-checks digests,
 hashes, the `prev_hash` chain, seq gaps and duplicates independently of the agent's
-code; render.py turns what arrives into one readable line each. Command line:
+code; parts.py cuts cache messages to the agent's size bound (snapshots in parts) and
+keeps the history a resync is answered from; render.py turns what arrives into one
+readable line each. Command line:
 `python -m simulators.backend --help`.
 """
 

@@ -3,8 +3,13 @@
 `Backend` connects with a stable client id and a persistent session (MQTT 5: clean
 start off, a 7-day session expiry; 3.1.1: clean session off), so crossings published
 while it was away are waiting when it returns. It publishes its records as DESIGN 2.6
-cache messages with its own rising `seq` (a snapshot on every connect by default, and
-again whenever a lane asks for a resync), subscribes to every lane of its port, verifies
+cache messages with its own rising `seq`: a snapshot too large for one message goes in
+parts (parts.py), and it keeps a bounded history of what it sent, so that a lane's
+resync is answered with the messages after its `have_seq` while they are all still
+there, and with a fresh snapshot otherwise. It sends a snapshot on connect only the first
+time (nothing sent yet): a lane's persistent session delivers what the lane missed, so
+a reconnect re-sends nothing ("always" restores the old snapshot on every connect,
+"never" leaves it to the caller). It subscribes to every lane of its port, verifies
 each crossing with the independent `ChainVerifier`, and, when asked to, acknowledges
 crossings in small batches on `B/acks`. paho's network thread runs the callbacks; all
 state sits behind one lock, and the accessors return copies.
@@ -27,6 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from simulators.backend.parts import History, build, cut, encode_record
 from simulators.backend.render import TOPIC_KINDS, Received
 from simulators.backend.signing import sign1
 from simulators.backend.verify import ChainVerifier
@@ -36,7 +42,10 @@ log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 7 * 24 * 3600  # as the agent's own sessions (DESIGN 2.3)
 ACK_FLUSH_S = 0.1  # acks wait this long to travel in batches, as a real back end's would
 ACK_BATCH = 500
-RECORDS_PER_MESSAGE = 2_000  # keeps a cache message well under the agent's 1,024 KB default
+MAX_MESSAGE_KB = 1024  # the agent's default store.max_message_kb: every message stays under it
+HISTORY_MESSAGES = 1_000  # the resync history: this many messages at most ...
+HISTORY_MB = 64  # ... and this many MB (a port-sized snapshot's early parts do not fit: it is then resent whole)
+SNAPSHOT_ON_CONNECT = ("first", "always", "never")
 KEEP_HEALTH = 1_000  # health is periodic: keep the recent ones only
 
 
@@ -48,12 +57,17 @@ class Backend:
                  ack: bool = False, mqtt_version: str = "5",
                  on_event: Callable[[Received], None] | None = None,
                  on_message: Callable[[Received], None] | None = None,
-                 expect_share: Iterable[str] | None = None, snapshot_on_connect: bool = True,
+                 expect_share: Iterable[str] | None = None, snapshot_on_connect: str | bool = "first",
                  first_seq: int | None = 1, seq_file: str | os.PathLike | None = None,
                  keepalive_s: int = 10, client_id: str | None = None,
-                 signing_key: Ed25519PrivateKey | None = None):
+                 signing_key: Ed25519PrivateKey | None = None, max_message_kb: int = MAX_MESSAGE_KB,
+                 history_messages: int = HISTORY_MESSAGES, history_mb: float = HISTORY_MB):
         if mqtt_version not in ("5", "3.1.1"):
             raise ValueError(f"mqtt_version must be '5' or '3.1.1', not {mqtt_version!r}")
+        if isinstance(snapshot_on_connect, bool):  # the older form: True = every connect, False = never
+            snapshot_on_connect = "always" if snapshot_on_connect else "never"
+        if snapshot_on_connect not in SNAPSHOT_ON_CONNECT:
+            raise ValueError(f"snapshot_on_connect must be one of {SNAPSHOT_ON_CONNECT}, not {snapshot_on_connect!r}")
         self.name, self.country, self.host, self.port = name, country, host, port
         self.topic_prefix, self.port_code, self.ack, self.mqtt_version = topic_prefix, port_code, ack, mqtt_version
         self.on_event, self.on_message = on_event, on_message
@@ -61,7 +75,10 @@ class Backend:
         self.client_id = client_id or f"backend-{name}-{port_code}"
         self.signing_key = signing_key  # with it, every downlink message goes out as a COSE_Sign1
         self.cache_topic = f"{topic_prefix}/{port_code}/cache"
-        self._records = {(r["kind"], r["id"]): dict(r) for r in records}
+        self.max_message_bytes = max_message_kb * 1024
+        self._records = {(r["kind"], r["id"]): encode_record(r) for r in records}  # kept encoded: sized once
+        self._history = History(history_messages, int(history_mb * 1024 * 1024))
+        self._resyncs: list[dict] = []
         self._seq_file = Path(seq_file) if seq_file else None
         self._cache_seq = int(self._seq_file.read_text()) if self._seq_file and self._seq_file.exists() else 0
         self._lock = threading.RLock()
@@ -134,47 +151,58 @@ class Backend:
     def publish_cache(self, op: str, records: Iterable[dict]) -> list[int]:
         """Publish cache messages (QoS 1) and remember the change for later snapshots.
 
-        A snapshot too large for one message goes as a `snapshot` of the first part and
-        `upsert`s of the rest. Returns the seqs used.
+        A snapshot too large for one message goes in parts (`part`/`parts`, consecutive
+        seqs); a large upsert or delete goes as several messages of the same op. Every
+        message stays under `max_message_kb`, cut by encoded size. Returns the seqs used.
         """
         if op not in ("snapshot", "upsert", "delete"):
             raise ValueError(f"op must be snapshot, upsert or delete, not {op!r}")
-        records = [dict(r) for r in records]
+        if op == "delete":
+            records = [{"kind": r["kind"], "id": r["id"]} for r in records]
+        encoded = {(r["kind"], r["id"]): encode_record(r) for r in records}
         with self._publish_lock:
             if op == "snapshot":
-                self._records = {(r["kind"], r["id"]): r for r in records}
-            elif op == "upsert":
-                self._records.update({(r["kind"], r["id"]): r for r in records})
+                self._records = encoded
+                return self._publish_snapshot()
+            if op == "upsert":
+                self._records.update(encoded)
             else:
-                records = [{"kind": r["kind"], "id": r["id"]} for r in records]
-                for r in records:
-                    self._records.pop((r["kind"], r["id"]), None)
-            chunks = [records[i:i + RECORDS_PER_MESSAGE] for i in range(0, len(records), RECORDS_PER_MESSAGE)]
-            seqs = []
-            for n, chunk in enumerate(chunks or [[]]):
-                chunk_op = "upsert" if op == "snapshot" and n > 0 else op
-                seqs.append(self._publish_cache_message(chunk_op, chunk))
-            return seqs
+                for key in encoded:
+                    self._records.pop(key, None)
+            runs = cut(encoded.values(), self.max_message_bytes)
+            return [self._publish_cache_message({"op": op}, run) for run in runs]
 
     def publish_snapshot(self) -> list[int]:
-        """Everything this back end holds, as a fresh snapshot."""
+        """Everything this back end holds, as a fresh snapshot (in parts when large)."""
         with self._publish_lock:
-            return self.publish_cache("snapshot", list(self._records.values()))
+            return self._publish_snapshot()
 
-    def _publish_cache_message(self, op: str, records: list[dict]) -> int:
+    def _publish_snapshot(self) -> list[int]:
+        runs = cut(self._records.values(), self.max_message_bytes)
+        if len(runs) == 1:  # one part of one: the plain form, no part/parts
+            return [self._publish_cache_message({"op": "snapshot"}, runs[0])]
+        return [self._publish_cache_message({"op": "snapshot", "part": i, "parts": len(runs)}, run)
+                for i, run in enumerate(runs, 1)]
+
+    def _publish_cache_message(self, fields: dict, records: list[bytes]) -> int:
         if self._client is None:
             raise RuntimeError(f"{self.name}: start() the back end before publishing")
-        self._cache_seq += 1
+        seq = self._cache_seq + 1
+        payload = self._seal_encoded(build({"v": 1, "type": "cache", "source": self.country, "seq": seq, **fields},
+                                           records))
+        if len(payload) > self.max_message_bytes:  # cut() reserves room for this; a bug if it happens
+            raise AssertionError(f"cache seq {seq}: {len(payload)} bytes exceed {self.max_message_bytes}")
+        self._cache_seq = seq
         if self._seq_file:
             tmp = self._seq_file.with_suffix(".tmp")
             tmp.write_text(str(self._cache_seq))
             os.replace(tmp, self._seq_file)  # atomic: a crash never leaves a torn seq
-        message = {"v": 1, "type": "cache", "source": self.country, "seq": self._cache_seq, "op": op,
-                   "records": records}
         # paho queues QoS 1 messages while disconnected and sends them on reconnect
-        self._client.publish(self.cache_topic, self._seal(message), qos=1)
-        log.info("%s: cache %s seq %d, %d records", self.name, op, self._cache_seq, len(records))
-        return self._cache_seq
+        self._client.publish(self.cache_topic, payload, qos=1)
+        self._history.add(seq, payload, fields.get("part"))
+        log.info("%s: cache %s seq %d%s, %d records, %d bytes", self.name, fields["op"], seq,
+                 f" part {fields['part']}/{fields['parts']}" if "part" in fields else "", len(records), len(payload))
+        return seq
 
     # --- paho callbacks (network thread) ------------------------------------------------
 
@@ -185,8 +213,9 @@ class Backend:
         with self._lock:
             self._connections += 1
         client.subscribe([(f"{self.topic_prefix}/{self.port_code}/+/{kind}", 1) for kind in TOPIC_KINDS])
-        if self.snapshot_on_connect:
-            # the broker may have lost what was queued; a snapshot is always safe to repeat
+        # Only when nothing was ever sent ("first"): what a lane missed while it was away
+        # waits in its persistent session, and a gap it sees is answered by its resync.
+        if self.snapshot_on_connect == "always" or (self.snapshot_on_connect == "first" and self._cache_seq == 0):
             self.publish_snapshot()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
@@ -256,10 +285,24 @@ class Backend:
         if request.get("type") != "resync" or request.get("source") != self.country:
             return
         have = request.get("have_seq")
+        if not isinstance(have, int) or isinstance(have, bool):
+            have = -1  # no usable have_seq: only a snapshot can answer
         with self._publish_lock:
-            if isinstance(have, int) and have >= self._cache_seq:
-                self._cache_seq = have  # a lane ahead of us (we restarted): our next seq must beat it
-            self.publish_snapshot()
+            later = self._history.after(have, self._cache_seq)
+            if later is None:
+                if have > self._cache_seq:
+                    self._cache_seq = have  # a lane ahead of us (we restarted): our next seq must beat it
+                seqs = self._publish_snapshot()
+                answer = "snapshot"
+            else:
+                for sent in later:  # the very bytes sent before: same seq, same signature
+                    self._client.publish(self.cache_topic, sent.payload, qos=1)
+                seqs = [sent.seq for sent in later]
+                answer = "messages"
+            with self._lock:
+                self._resyncs.append({"have_seq": request.get("have_seq"), "answer": answer, "seqs": seqs})
+        log.info("%s: resync from have_seq %s answered with %s, seq %d..%d", self.name, request.get("have_seq"),
+                 answer, seqs[0], seqs[-1])
 
     # --- acks ----------------------------------------------------------------------------
 
@@ -268,7 +311,9 @@ class Backend:
             self._flush_acks()
 
     def _seal(self, message: dict) -> bytes:
-        payload = cbor2.dumps(message)
+        return self._seal_encoded(cbor2.dumps(message))
+
+    def _seal_encoded(self, payload: bytes) -> bytes:
         return sign1(payload, self.signing_key) if self.signing_key else payload
 
     def _flush_acks(self) -> None:
@@ -336,7 +381,24 @@ class Backend:
     def records(self) -> list[dict]:
         """What this back end holds now: its next snapshot."""
         with self._publish_lock:
-            return list(self._records.values())
+            return [cbor2.loads(r) for r in self._records.values()]
+
+    @property
+    def record_count(self) -> int:
+        with self._publish_lock:
+            return len(self._records)
+
+    @property
+    def resyncs(self) -> list[dict]:
+        """Resync requests answered: {have_seq, answer: "messages" | "snapshot", seqs: [...]}, oldest first."""
+        with self._lock:
+            return [dict(r) for r in self._resyncs]
+
+    @property
+    def history_span(self) -> tuple[int, int] | None:
+        """(oldest, newest) seq a resync can still be answered from, or None."""
+        with self._publish_lock:
+            return self._history.span
 
     def _copy(self, items) -> list[dict]:
         with self._lock:

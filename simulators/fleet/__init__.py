@@ -9,11 +9,14 @@ only its own lookouts. `iter_big_cache` streams a port-sized cache for benchmark
 Command line: `python -m simulators.fleet --help`.
 """
 
-from simulators.fleet.bigcache import BigCacheShape, big_cache_crew, iter_big_cache, iter_cache_messages
+from simulators.fleet.bigcache import (
+    BigCacheShape, big_cache_crew, iter_big_cache, iter_cache_messages, shape_for_records,
+)
 from simulators.fleet.records import CASES, EXPECTED_FINDINGS, ORDINARY, Crew, Fleet
 from simulators.fleet.scenario import DEFAULT_REFER_ON, PlannedPass, Scenario, plan_scenario
 
 __all__ = [
     "BigCacheShape", "CASES", "Crew", "DEFAULT_REFER_ON", "EXPECTED_FINDINGS", "Fleet", "ORDINARY",
     "PlannedPass", "Scenario", "big_cache_crew", "iter_big_cache", "iter_cache_messages", "plan_scenario",
+    "shape_for_records",
 ]

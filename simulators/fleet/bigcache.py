@@ -4,7 +4,8 @@
 truck `t`, trailer `t` and drivers picked by a bijective stride, so nothing has to be
 remembered to keep references consistent, and `big_cache_crew(t)` rebuilds any trip's
 tags for the benchmark's reads without generating the cache. About half the trips fall
-inside a 12-hour ETA window, the rest are yesterday's and tomorrow's. `iter_cache_messages`
+inside a 12-hour ETA window, the rest are yesterday's and tomorrow's. `shape_for_records(n)`
+gives a shape of exactly n records (the back-end simulator's `--snapshot-records`). `iter_cache_messages`
 cuts any record stream into DESIGN 2.6 messages small enough for the agent's
 `max_message_kb`: the first is a `snapshot` (it clears the source), the rest `upsert`.
 """
@@ -45,6 +46,19 @@ class BigCacheShape:
     def driver_index(self, slot: int) -> int:
         """Slot 2t is trip t's first driver, 2t+1 its team driver: distinct for every slot."""
         return (slot * self.stride) % self.drivers
+
+
+def trip_records(trips: int) -> int:
+    """Records `iter_big_cache` yields for `trips` trips: truck, trailer, trip, and 1-3 shipments (1 + t % 3)."""
+    return 4 * trips + 3 * (trips // 3) + (1 if trips % 3 == 2 else 0)
+
+
+def shape_for_records(n: int, carriers: int = 2_000) -> BigCacheShape:
+    """A shape whose cache is exactly `n` records: a tenth of n trips, the rest drivers (about half)."""
+    if n < 1:
+        raise ValueError("a big cache needs at least one record")
+    trips = n // 10
+    return BigCacheShape(drivers=n - trip_records(trips), trips=trips, carriers=carriers)
 
 
 def big_cache_crew(seed: int, trip: int, shape: BigCacheShape = BigCacheShape()) -> dict:

@@ -141,17 +141,19 @@ def test_snapshot_on_connect_is_a_valid_cache_message(backend, lane):
         assert set(record) == RECORD_FIELDS[record["kind"]] | {"kind"}
 
 
-def test_cache_seq_rises_by_one_per_message_and_large_snapshots_are_split(backend, lane):
+def test_cache_seq_rises_by_one_per_message_and_large_snapshots_go_in_parts(backend, lane):
     listener = lane("border/0901/cache")
-    b = backend(records=[])
+    b = backend(records=[], max_message_kb=64)
     listener.next()  # the (empty) snapshot on connect
     drivers = [{"kind": "driver", "id": f"DRV-{i:05d}", "name": "x", "card_epc": f"{i:024X}",
-                "card_expires_ms": 1, "status": "valid", "programs": []} for i in range(4500)]
-    assert b.publish_cache("snapshot", drivers) == [2, 3, 4]
-    got = [listener.next()[1] for _ in range(3)]
-    assert [(m["seq"], m["op"], len(m["records"])) for m in got] == [(2, "snapshot", 2000), (3, "upsert", 2000),
-                                                                    (4, "upsert", 500)]
-    assert b.publish_cache("delete", drivers[:1]) == [5]
+                "card_expires_ms": 1, "status": "valid", "programs": []} for i in range(1500)]
+    seqs = b.publish_cache("snapshot", drivers)
+    assert len(seqs) > 1 and seqs == list(range(2, 2 + len(seqs)))
+    got = [listener.next()[1] for _ in seqs]
+    assert [(m["seq"], m["op"], m["part"], m["parts"]) for m in got] == \
+        [(seq, "snapshot", i, len(seqs)) for i, seq in enumerate(seqs, 1)]
+    assert [r for m in got for r in m["records"]] == drivers
+    assert b.publish_cache("delete", drivers[:1]) == [seqs[-1] + 1]
     assert listener.next()[1]["records"] == [{"kind": "driver", "id": "DRV-00000"}]
 
 

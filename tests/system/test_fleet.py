@@ -15,7 +15,7 @@ import pytest
 from epcpy import hex_to_tag_encodable
 
 from simulators.fleet import (
-    CASES, BigCacheShape, Fleet, big_cache_crew, iter_big_cache, iter_cache_messages,
+    CASES, BigCacheShape, Fleet, big_cache_crew, iter_big_cache, iter_cache_messages, shape_for_records,
 )
 from simulators.fleet.__main__ import main as fleet_main
 from simulators.fleet.identity import vin_check_digit
@@ -238,3 +238,15 @@ def test_big_cache_streams_consistent_records_in_bounded_messages(tmp_path):
     assert max(len(cbor2.dumps(m)) for m in messages) < 1024 * 1024  # the agent's max_message_kb
     assert list(iter_cache_messages([], "US")) == [
         {"v": 1, "type": "cache", "source": "US", "seq": 1, "op": "snapshot", "records": []}]
+
+
+@pytest.mark.parametrize("n", [1, 9, 10, 11, 12, 25, 1_001, 12_345])
+def test_a_big_cache_of_exactly_n_records_keeps_its_references(n):
+    records = by_kind(iter_big_cache(seed=4, now_ms=NOW, shape=shape_for_records(n)))
+    assert sum(len(of_kind) for of_kind in records.values()) == n
+    for trip in records["trip"].values():  # every trip's truck, trailer, drivers and shipments are there
+        assert trip["conveyance"] in records["conveyance"]
+        assert set(trip["drivers"]) <= set(records["driver"]) and set(trip["equipment"]) <= set(records["equipment"])
+        assert set(trip["shipments"]) <= set(records["shipment"])
+    with pytest.raises(ValueError):
+        shape_for_records(0)
