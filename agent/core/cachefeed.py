@@ -196,7 +196,9 @@ class CacheFeed:
 
     def _swap(self, st: Staged) -> None:
         self.gens.swap(st, self.wall_ms())
-        self._garbage = True
+        # A small cache's old records go in the same step; a port-sized one's in later slices.
+        self.gens.collect_garbage(self._slice)
+        self._garbage = self.gens.has_garbage()
         del self.staging[st.source]
         self._last_part_mono.pop(st.source, None)
         self.resync_asked.pop(st.source, None)
