@@ -13,7 +13,7 @@ from typing import Iterable, Iterator
 
 import cbor2
 
-from agent.lane.event import canonical
+from agent.store import cache, retention
 from agent.store.cache import ApplyResult, apply_cache_message
 from agent.store.db import open_or_recover, remember_head
 
@@ -71,10 +71,14 @@ class StoreWriter:
     def chain_state(self) -> tuple[int, str]:
         return self.conn.execute("SELECT next_seq, head_hash FROM lane_state WHERE id = 1").fetchone()
 
-    def add_event(self, event: dict, owed: dict[str, bytes | None], now_ms: int) -> None:
+    def add_event(self, event: dict, owed: dict[str, bytes], now_ms: int) -> None:
         """Store a sealed event, advance the chain and owe it to every back end of `owed`
-        (back end name -> the exact payload it gets; None = encode at send time)."""
-        body = canonical(event)
+        (back end name -> the exact payload it gets: its sections, its kind)."""
+        missing = sorted(b for b, p in owed.items() if not isinstance(p, (bytes, bytearray)) or not p)
+        if missing:
+            raise ValueError(f"event seq {event.get('seq')}: no payload for back end(s) {', '.join(missing)}")
+        # The full record, canonical CBOR (RFC 8949 core deterministic), as `verify` reads it.
+        body = cbor2.dumps(event, canonical=True)
         self.conn.execute(
             "INSERT INTO events(seq, event_id, created_ms, started_ms, ended_ms, hash, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (event["seq"], event["event_id"], now_ms, event["started_ms"], event["ended_ms"], event["hash"], body))
@@ -83,7 +87,7 @@ class StoreWriter:
         self.conn.executemany(
             "INSERT INTO deliveries(backend, item_type, item_id, bytes, created_ms, payload) "
             "VALUES (?, 'event', ?, ?, ?, ?)",
-            [(b, event["seq"], len(p) if p else len(body), now_ms, p) for b, p in owed.items()])
+            [(b, event["seq"], len(p), now_ms, bytes(p)) for b, p in owed.items()])
 
     def add_alert(self, alert: dict, backends: Iterable[str], now_ms: int) -> None:
         body = cbor2.dumps(alert)
@@ -102,9 +106,34 @@ class StoreWriter:
             "WHERE backend = ? AND item_type = ? AND item_id BETWEEN ? AND ? AND delivered_ms IS NULL",
             [(now_ms, backend, t, lo, hi) for t, lo, hi in _runs(items)])
 
+    # --- back-end commands -----------------------------------------------------------------
+    def accept_command_seq(self, backend: str, seq: int) -> int | None:
+        """The replay guard of signed back-end commands: None when `seq` is newer than the
+        last one accepted from `backend` (it is stored), else that last seq (refused)."""
+        row = self.conn.execute("SELECT seq FROM downlink_seq WHERE backend = ? AND kind = 'cmd'",
+                                (backend,)).fetchone()
+        if row and seq <= row[0]:
+            return row[0]
+        self.conn.execute("INSERT INTO downlink_seq(backend, kind, seq) VALUES (?, 'cmd', ?) "
+                          "ON CONFLICT(backend, kind) DO UPDATE SET seq = excluded.seq", (backend, seq))
+        return None
+
     # --- the cache --------------------------------------------------------------------
     def apply_cache(self, msg: dict, now_ms: int, force: bool = False) -> ApplyResult:
         return apply_cache_message(self.conn, msg, now_ms, force)
+
+    def classify_cache(self, msg: dict) -> str:
+        """'apply', 'duplicate' or 'gap' (see `cache.classify`)."""
+        return cache.classify(self.conn, msg)
+
+    def cache_seq(self, source: str) -> int:
+        """The last cache message seq applied from `source`, 0 when none."""
+        return cache.last_seq(self.conn, source) or 0
+
+    # --- retention ----------------------------------------------------------------------
+    def purge_step(self, now_ms: int, retention_days: float) -> dict[str, int]:
+        """One small round of retention (`retention.purge_step`); rows deleted per kind."""
+        return retention.purge_step(self.conn, now_ms, retention_days)
 
 
 def _runs(items: Iterable[tuple[str, int]]) -> list[tuple[str, int, int]]:

@@ -22,7 +22,7 @@ import pytest
 from agent.doctor import checks_brokers, checks_host
 from agent.store.writer import StoreWriter
 from simulators.reader.runner import SimulatedReader
-from tests.helpers import ROOT, backend_toml, cli, lane_toml, reader_toml, wait_for
+from tests.helpers import ROOT, backend_toml, cli, lane_toml, payloads, reader_toml, wait_for
 from tests.lane_harness import Agent
 from tests.support.certs import make_ca
 
@@ -296,7 +296,7 @@ def add_event(writer, seq, created_ms, backends=("cbsa",), **sections):
              "ended_ms": created_ms - 100, "hash": f"{seq:064x}", "tags": [], "findings": [],
              "referral": {"refer": False, "reasons": [], "random": False}, **sections}
     with writer.transaction():
-        writer.add_event(event, {b: None for b in backends}, created_ms)
+        writer.add_event(event, payloads(event, backends), created_ms)
 
 
 def test_backlog_over_its_budget(lane):

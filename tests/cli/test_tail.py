@@ -17,7 +17,7 @@ from agent.cli.tail import Follower
 from agent.config import load
 from agent.store.db import open_reader
 from agent.store.writer import StoreWriter
-from tests.helpers import ROOT, backend_toml, lane_toml
+from tests.helpers import ROOT, backend_toml, lane_toml, payloads
 
 CARD, TRUCK = "E2000000000000000000D001", "E2000000000000000000C001"
 
@@ -34,7 +34,7 @@ def event(seq, findings=(), refer=False, name="Alex Martin"):
 
 def add(writer, ev):
     with writer.transaction():
-        writer.add_event(ev, {"cbsa": None, "cbp": None}, int(time.time() * 1000))
+        writer.add_event(ev, payloads(ev, ["cbsa", "cbp"]), int(time.time() * 1000))
 
 
 def deliver(writer, backend, seq):
