@@ -15,7 +15,7 @@ import time
 
 from agent.cli.tail import Follower
 from agent.config import load
-from agent.store.db import open_reader
+from agent.store.reader import StoreReader
 from agent.store.writer import StoreWriter
 from tests.helpers import ROOT, backend_toml, lane_toml, payloads
 
@@ -95,12 +95,8 @@ def follow(config, **options):
     chosen = {n: k for n, k in kinds.items() if (not args.backend or n == args.backend)
               and (not args.kind or k == args.kind)}
     out = io.StringIO()
-    conn = open_reader(cfg.store.path)
-    try:
-        with contextlib.redirect_stdout(out):
-            Follower(cfg, conn, chosen, args).start()
-    finally:
-        conn.close()
+    with StoreReader(cfg.store.path) as store, contextlib.redirect_stdout(out):
+        Follower(cfg, store, chosen, args).start()
     return out.getvalue()
 
 
