@@ -46,6 +46,11 @@ def recalled_head(path: str) -> tuple[int, str] | None:
         return None
 
 
+def chain_state(conn: sqlite3.Connection) -> tuple[int, str]:
+    """(next seq, head hash) from the lane state: the one query of the chain head."""
+    return conn.execute("SELECT next_seq, head_hash FROM lane_state WHERE id = 1").fetchone()
+
+
 def open_or_recover(path: str) -> tuple[sqlite3.Connection, dict | None]:
     """The writer connection; a corrupt database is moved aside and a new one started.
 

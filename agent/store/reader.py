@@ -16,8 +16,8 @@ from typing import Iterator
 import cbor2
 from sqlite_utils import Database
 
-from agent.store.cache import CacheView
-from agent.store.db import UnreadableStore, open_reader
+from agent.store.cache import CacheView, last_seq
+from agent.store.db import UnreadableStore, chain_state, open_reader
 from agent.store.outbox import Outbox
 
 
@@ -53,7 +53,7 @@ class StoreReader:
     @_reading
     def chain_head(self) -> tuple[int, str]:
         """(the last seq written, i.e. next_seq - 1; the head hash), from the lane state."""
-        next_seq, head = self.conn.execute("SELECT next_seq, head_hash FROM lane_state WHERE id = 1").fetchone()
+        next_seq, head = chain_state(self.conn)
         return next_seq - 1, head
 
     def chain_events(self) -> Iterator[tuple[int, str, dict]]:
@@ -134,8 +134,7 @@ class StoreReader:
     @_reading
     def cache_seq(self, source: str) -> int:
         """The last cache message seq applied from `source`, 0 when none."""
-        row = self.conn.execute("SELECT seq FROM cache_sources WHERE source = ?", (source,)).fetchone()
-        return row[0] if row else 0
+        return last_seq(self.conn, source) or 0
 
     @_reading
     def cache_sources(self) -> list[dict]:
@@ -184,7 +183,7 @@ class StoreReader:
                 out["table_bytes"] = dict(q("SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC"))
             except sqlite3.Error:
                 out["table_bytes"] = "dbstat not available in this SQLite"
-            out["chain"] = dict(zip(("next_seq", "head_hash"), q("SELECT next_seq, head_hash FROM lane_state")[0]))
+            out["chain"] = dict(zip(("next_seq", "head_hash"), chain_state(self.conn) or ()))
             out["events"] = dict(zip(("first_seq", "last_seq", "oldest_created_ms", "newest_created_ms"),
                                      q("SELECT min(seq), max(seq), min(created_ms), max(created_ms) FROM events")[0]))
             keys = ("backend", "item_type", "pending", "delivered", "pending_bytes", "max_attempts")

@@ -15,7 +15,7 @@ import cbor2
 
 from agent.store import cache, retention
 from agent.store.cache import ApplyResult, apply_cache_message
-from agent.store.db import open_or_recover, remember_head
+from agent.store.db import chain_state, open_or_recover, remember_head
 
 
 class StoreWriter:
@@ -69,7 +69,7 @@ class StoreWriter:
             pass  # a convenience for a rare disaster; the database is the record
 
     def chain_state(self) -> tuple[int, str]:
-        return self.conn.execute("SELECT next_seq, head_hash FROM lane_state WHERE id = 1").fetchone()
+        return chain_state(self.conn)
 
     def add_event(self, event: dict, owed: dict[str, bytes], now_ms: int) -> None:
         """Store a sealed event, advance the chain and owe it to every back end of `owed`
