@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 import cbor2
 
 from agent.store import cache, retention
-from agent.store.cache import ApplyResult, apply_cache_message
+from agent.store.cache import ApplyResult, CacheView, apply_cache_message
 from agent.store.db import chain_state, open_or_recover, remember_head
 
 
@@ -121,6 +121,11 @@ class StoreWriter:
     # --- the cache --------------------------------------------------------------------
     def apply_cache(self, msg: dict, now_ms: int, force: bool = False) -> ApplyResult:
         return apply_cache_message(self.conn, msg, now_ms, force)
+
+    @property
+    def cache(self) -> CacheView:
+        """The lane's lookups on the writer's connection (they see its uncommitted changes)."""
+        return CacheView(self.conn)
 
     def classify_cache(self, msg: dict) -> str:
         """'apply', 'duplicate' or 'gap' (see `cache.classify`)."""
