@@ -114,3 +114,11 @@ def decode_in_pieces(decode, stream: bytes, rnd) -> list:
         got += items
         pos += step
     return got + decode(rest, final=True)[0]
+
+
+def payloads(event: dict, backends) -> dict[str, bytes]:
+    """What `StoreWriter.add_event` owes each back end in tests that do not care about
+    shares: the whole event as CBOR (the core encodes each back end's own view)."""
+    import cbor2
+
+    return {b: cbor2.dumps(event) for b in backends}

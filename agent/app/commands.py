@@ -50,7 +50,7 @@ class Commands:
     def _run(self) -> None:
         while (cmd := self._queue.get()) is not None:
             try:
-                result = {"ok": True, "result": self.execute(cmd)}
+                result = {"ok": True, "result": self.answer(cmd)}
             except (ValueError, TypeError) as e:
                 result = {"ok": False, "error": str(e)}
             except Exception as e:  # a bug in one command must not stop the others
@@ -60,7 +60,7 @@ class Commands:
                      "done" if result["ok"] else result["error"])
             self.links[cmd.backend].send_command_result(cmd.msg["id"], cmd.msg.get("command"), result)
 
-    def execute(self, cmd: CommandMessage) -> dict:
+    def answer(self, cmd: CommandMessage) -> dict:
         """One command's result; ValueError = refused, with the reason."""
         name, args = cmd.msg.get("command"), cmd.msg.get("args", {})
         if name == "ping":

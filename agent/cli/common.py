@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import sys
 
 from agent import config as config_mod
 from agent.errors import ConfigError, StoreError
-from agent.store.db import open_reader
+from agent.store.reader import StoreReader
 
 
 def load_config(args) -> config_mod.Config | None:
@@ -22,14 +21,14 @@ def load_config(args) -> config_mod.Config | None:
         return None
 
 
-def open_lane(args, command: str) -> tuple[config_mod.Config, sqlite3.Connection] | None:
-    """The config and a read-only connection to its store, or None after saying what is
-    wrong (the caller exits 2). Close the connection with contextlib.closing."""
+def open_lane(args, command: str) -> tuple[config_mod.Config, StoreReader] | None:
+    """The config and a reader of its store, or None after saying what is wrong (the
+    caller exits 2). The reader is a context manager: `with store:` closes it."""
     cfg = load_config(args)
     if cfg is None:
         return None
     try:
-        return cfg, open_reader(cfg.store.path)
+        return cfg, StoreReader(cfg.store.path)
     except StoreError as e:
         print(f"laneagent {command}: {e}", file=sys.stderr)
         return None

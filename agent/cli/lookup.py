@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from contextlib import closing
 
 from agent.cli.common import open_lane, print_json
 from agent.readers.report import epc_uri
@@ -44,9 +43,9 @@ def run(args) -> int:
     opened = open_lane(args, "lookup")
     if opened is None:
         return 2
-    cfg, conn = opened
-    with closing(conn):
-        doc = lookup(CacheView(conn), epc, int(time.time() * 1000), cfg.lane.eta_window_h)
+    cfg, store = opened
+    with store:
+        doc = lookup(store.cache, epc, int(time.time() * 1000), cfg.lane.eta_window_h)
     if args.json:
         print_json(doc)
         return 0 if doc["records"] or doc["epc_lookouts"] else 1

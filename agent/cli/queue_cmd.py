@@ -7,17 +7,13 @@ to drop its reconnect back-off and offer every undelivered item again at once.
 from __future__ import annotations
 
 import argparse
-import json
-from contextlib import closing
 import os
 import signal
 import sys
 import time
 
-import cbor2
-
 from agent.cli.common import load_config, open_lane, print_json
-from agent.store.outbox import Outbox
+from agent.statusfile import StatusFile
 
 
 def register(subparsers) -> None:
@@ -38,26 +34,21 @@ def register(subparsers) -> None:
 
 
 def _daemon(cfg) -> dict:
-    try:
-        with open(cfg.status_path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
+    return StatusFile(cfg.status_path).read_or({})
 
 
 def run_list(args) -> int:
     opened = open_lane(args, "queue")
     if opened is None:
         return 2
-    cfg, conn = opened
+    cfg, store = opened
     live = {b["name"]: b for b in _daemon(cfg).get("backends", [])}
     now_ms = int(time.time() * 1000)
-    with closing(conn):
-        outbox = Outbox(conn)
-        rows = [{"backend": b.name, "country": b.country, **outbox.backlog(b.name, now_ms),
+    with store:
+        rows = [{"backend": b.name, "country": b.country, **store.backlog(b.name, now_ms),
                  "drain_rate": live.get(b.name, {}).get("drain_rate"),
                  "last_error": live.get(b.name, {}).get("last_error")} for b in cfg.backends]
-        gaps = outbox.gaps()
+        gaps = store.gaps()
     if args.json:
         print_json({"backends": rows, "gaps": gaps})
         return 0
@@ -81,17 +72,15 @@ def run_show(args) -> int:
     opened = open_lane(args, "queue show")
     if opened is None:
         return 2
-    _, conn = opened
-    with closing(conn):
-        row = conn.execute("SELECT seq, created_ms, body FROM events WHERE event_id = ?", (args.event_id,)).fetchone()
-        if row is None:
+    _, store = opened
+    with store:
+        found = store.event(args.event_id)
+        if found is None:
             print(f"laneagent queue show: no event {args.event_id} (purged after retention_days, or mistyped)",
                   file=sys.stderr)
             return 1
-        deliveries = [{"backend": b, "attempts": a, "delivered_ms": d} for b, a, d in conn.execute(
-            "SELECT backend, attempts, delivered_ms FROM deliveries WHERE item_type = 'event' AND item_id = ? "
-            "ORDER BY backend", (row[0],))]
-    doc = {"event": cbor2.loads(row[2]), "created_ms": row[1], "deliveries": deliveries}
+        deliveries = store.deliveries(found["seq"])
+    doc = {"event": found["event"], "created_ms": found["created_ms"], "deliveries": deliveries}
     print_json(doc)
     return 0
 

@@ -7,7 +7,6 @@ through a read-only connection. Exit 0 healthy, 1 degraded, 2 cannot read state.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -15,11 +14,8 @@ import time
 
 from agent.cli.common import Paint, load_config, print_json
 from agent.errors import StoreError
-from agent.store.cache import CacheView
-from agent.store.db import open_reader
-from agent.store.outbox import Outbox
-
-STALE_AFTER_S = 10
+from agent.statusfile import StatusFile, StatusUnavailable
+from agent.store.reader import StoreReader
 
 
 def register(subparsers) -> None:
@@ -33,15 +29,11 @@ def register(subparsers) -> None:
 def gather(cfg) -> dict:
     """Every fact status shows; raises StoreError when the database cannot be read."""
     now_ms = int(time.time() * 1000)
-    conn = open_reader(cfg.store.path)
-    try:
-        next_seq, head = conn.execute("SELECT next_seq, head_hash FROM lane_state WHERE id = 1").fetchone()
-        outbox = Outbox(conn)
-        backlog = {b.name: outbox.backlog(b.name, now_ms) for b in cfg.backends}
-        cache = CacheView(conn).sources()
-        open_reads = conn.execute("SELECT count(*) FROM reads WHERE consumed_by IS NULL").fetchone()[0]
-    finally:
-        conn.close()
+    with StoreReader(cfg.store.path) as store:
+        last_seq, head = store.chain_head()
+        backlog = {b.name: store.backlog(b.name, now_ms) for b in cfg.backends}
+        cache = store.cache_sources()
+        open_reads = store.open_reads()
     daemon = _daemon_state(cfg, now_ms)
     db_bytes = sum(os.path.getsize(p) for p in (cfg.store.path, cfg.store.path + "-wal") if os.path.exists(p))
     disk = shutil.disk_usage(os.path.dirname(os.path.abspath(cfg.store.path)))
@@ -54,7 +46,7 @@ def gather(cfg) -> dict:
         "lane": {"port": cfg.lane.port_code, "lane": cfg.lane.lane_id, "entering": cfg.lane.entering,
                  "leaving": cfg.lane.leaving},
         "daemon": {k: daemon.get(k) for k in ("running", "pid", "version", "started_ms", "updated_ms", "problems")},
-        "chain": {"last_seq": next_seq - 1, "head_hash": head},
+        "chain": {"last_seq": last_seq, "head_hash": head},
         "readers": daemon.get("readers") or [{"name": r.name, "dialect": r.dialect, "url": r.url, "state": "unknown"}
                                              for r in cfg.readers],
         "backends": backends,
@@ -74,12 +66,10 @@ def gather(cfg) -> dict:
 
 def _daemon_state(cfg, now_ms: int) -> dict:
     try:
-        with open(cfg.status_path) as f:
-            state = json.load(f)
-    except (OSError, ValueError):
+        state = StatusFile(cfg.status_path).read()
+    except StatusUnavailable:
         return {"running": False}
-    fresh = state.get("state") == "running" and now_ms - state.get("updated_ms", 0) < STALE_AFTER_S * 1000
-    state["running"] = fresh and _pid_alive(state.get("pid"))
+    state["running"] = StatusFile.is_fresh(state, now_ms) and _pid_alive(state.get("pid"))
     if not state["running"]:
         state["problems"] = []
     return state

@@ -14,13 +14,11 @@ import json
 import sys
 import time
 
-import cbor2
-
 from agent.cli.common import load_config
 from agent.config import FINDING_CODES
 from agent.diagnostics.privacy import mask_epc
 from agent.errors import StoreError
-from agent.store.db import open_reader
+from agent.store.reader import StoreReader
 
 MAX_WATCHED = 10_000  # pending deliveries followed at once; a drained backlog is not replayed line by line
 
@@ -57,22 +55,19 @@ def _clock(ms: int | None) -> str:
 class Follower:
     """The state of one tail: what was shown, which deliveries are still awaited."""
 
-    def __init__(self, cfg, conn, backends: dict[str, str], args):
-        self.cfg, self.conn, self.backends, self.args = cfg, conn, backends, args
+    def __init__(self, cfg, store: StoreReader, backends: dict[str, str], args):
+        self.cfg, self.store, self.backends, self.args = cfg, store, backends, args
         self.last_seq = 0
         self.watched: dict[tuple[str, int], int] = {}  # (back end, seq) -> event created_ms
 
     def start(self) -> None:
-        top = self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        top = self.store.last_event_seq()
         self.last_seq = max(0, top - self.args.last) if self.args.last > 0 else top
         self.poll()
 
     def poll(self) -> None:
-        rows = self.conn.execute("SELECT seq, created_ms, body FROM events WHERE seq > ? ORDER BY seq LIMIT 500",
-                                 (self.last_seq,)).fetchall()
-        for seq, created_ms, body in rows:
+        for seq, created_ms, event in self.store.events_after(self.last_seq, 500):
             self.last_seq = seq
-            event = cbor2.loads(body)
             if self._wanted(event):
                 self._show_passage(event, created_ms)
         self._show_deliveries()
@@ -87,9 +82,7 @@ class Follower:
 
     def _show_passage(self, event: dict, created_ms: int) -> None:
         seq = event["seq"]
-        owed = [b for (b,) in self.conn.execute(
-            "SELECT backend FROM deliveries WHERE item_type = 'event' AND item_id = ? ORDER BY backend", (seq,))
-            if b in self.backends]
+        owed = [d["backend"] for d in self.store.deliveries(seq) if d["backend"] in self.backends]
         if not owed:
             return
         tags = [{"role": t.get("role"), "epc": mask_epc(t.get("epc")), "reads": t.get("count")}
@@ -120,10 +113,8 @@ class Follower:
         first = min(seq for _, seq in self.watched)
         done = []
         for backend in {b for b, _ in self.watched}:
-            done += [(backend, seq, at, attempts) for seq, at, attempts in self.conn.execute(
-                "SELECT item_id, delivered_ms, attempts FROM deliveries WHERE backend = ? AND item_type = 'event' "
-                "AND item_id >= ? AND delivered_ms IS NOT NULL ORDER BY item_id", (backend, first))
-                if (backend, seq) in self.watched]
+            done += [(backend, seq, at, attempts) for seq, at, attempts in self.store.delivered_since(backend, first)
+                     if (backend, seq) in self.watched]
         for backend, seq, at, attempts in sorted(done, key=lambda d: (d[2], d[1], d[0])):
             created_ms = self.watched.pop((backend, seq))
             country = next(b.country for b in self.cfg.backends if b.name == backend)
@@ -156,11 +147,11 @@ def run(args) -> int:
         print(f"laneagent tail: no back end in {cfg.path} gets crossings as {args.kind}", file=sys.stderr)
         return 2
     try:
-        conn = open_reader(cfg.store.path)
+        store = StoreReader(cfg.store.path)
     except StoreError as e:
         print(f"laneagent tail: {e}", file=sys.stderr)
         return 2
-    follower = Follower(cfg, conn, chosen, args)
+    follower = Follower(cfg, store, chosen, args)
     try:
         follower.start()
         while True:
@@ -169,4 +160,4 @@ def run(args) -> int:
     except KeyboardInterrupt:
         return 0  # Ctrl-C is how one leaves a tail: not an error
     finally:
-        conn.close()
+        store.close()

@@ -9,12 +9,10 @@ retention leave the chain starting later; that is reported, not an error.
 from __future__ import annotations
 
 import argparse
-from contextlib import closing
-
-import cbor2
 
 from agent.cli.common import open_lane, print_json
 from agent.lane.event import GENESIS, IDENTITY_KEYS, chain_hash, section_digests
+from agent.store.reader import StoreReader
 
 
 def register(subparsers) -> None:
@@ -24,12 +22,11 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def verify(conn) -> dict:
+def verify(store: StoreReader) -> dict:
     first_break = None
     checked = 0
     prev_seq, prev_hash, first_seq = None, None, None
-    for seq, stored_hash, body in conn.execute("SELECT seq, hash, body FROM events ORDER BY seq"):
-        event = cbor2.loads(body)
+    for seq, stored_hash, event in store.chain_events():
         problem = None
         if first_seq is None:
             first_seq = seq
@@ -51,7 +48,8 @@ def verify(conn) -> dict:
             break
         checked += 1
         prev_seq, prev_hash = seq, event["hash"]
-    next_seq, head = conn.execute("SELECT next_seq, head_hash FROM lane_state WHERE id = 1").fetchone()
+    last_seq, head = store.chain_head()
+    next_seq = last_seq + 1
     if first_break is None and prev_seq is not None:
         if next_seq != prev_seq + 1 or head != prev_hash:
             first_break = {"seq": prev_seq, "problem": f"lane state (next seq {next_seq}, head {head[:12]}...) "
@@ -64,9 +62,9 @@ def run(args) -> int:
     opened = open_lane(args, "verify")
     if opened is None:
         return 2
-    _, conn = opened
-    with closing(conn):
-        doc = verify(conn)
+    _, store = opened
+    with store:
+        doc = verify(store)
     if args.json:
         print_json(doc)
     elif doc["ok"]:

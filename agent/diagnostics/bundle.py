@@ -11,14 +11,12 @@ bytes. Each part is gathered on its own: one that fails becomes a note, not a fa
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -27,8 +25,11 @@ from agent import __version__
 from agent.config import Config
 from agent.diagnostics import traffic
 from agent.diagnostics.privacy import Scrubber
+from agent.errors import StoreError
 from agent.readers import registry
 from agent.readers.report import DecodeError
+from agent.statusfile import StatusFile, StatusUnavailable
+from agent.store.reader import StoreReader
 
 log = logging.getLogger(__name__)
 
@@ -101,41 +102,10 @@ def database_stats(path: str) -> dict:
         out["error"] = "no database file"
         return out
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-    except sqlite3.Error as e:
-        out["error"] = str(e)
-        return out
-    try:
-        q = lambda sql, *a: conn.execute(sql, a).fetchall()  # noqa: E731 - a local shorthand
-        out["quick_check"] = [r[0] for r in q("PRAGMA quick_check")][:5]
-        out["schema_version"] = q("PRAGMA user_version")[0][0]
-        out["page_size"], out["page_count"] = q("PRAGMA page_size")[0][0], q("PRAGMA page_count")[0][0]
-        out["freelist_count"] = q("PRAGMA freelist_count")[0][0]
-        tables = [r[0] for r in q("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        out["tables"] = {t: q(f'SELECT count(*) FROM "{t}"')[0][0] for t in tables}
-        try:
-            out["table_bytes"] = dict(q("SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC"))
-        except sqlite3.Error:
-            out["table_bytes"] = "dbstat not available in this SQLite"
-        out["chain"] = dict(zip(("next_seq", "head_hash"), q("SELECT next_seq, head_hash FROM lane_state")[0]))
-        out["events"] = dict(zip(("first_seq", "last_seq", "oldest_created_ms", "newest_created_ms"),
-                                 q("SELECT min(seq), max(seq), min(created_ms), max(created_ms) FROM events")[0]))
-        keys = ("backend", "item_type", "pending", "delivered", "pending_bytes", "max_attempts")
-        out["deliveries"] = [dict(zip(keys, r)) for r in q(
-            "SELECT backend, item_type, sum(delivered_ms IS NULL), sum(delivered_ms IS NOT NULL), "
-            "sum(CASE WHEN delivered_ms IS NULL THEN bytes ELSE 0 END), max(attempts) "
-            "FROM deliveries GROUP BY backend, item_type")]
-        out["reads"] = dict(zip(("open", "stray", "consumed"), q(
-            "SELECT sum(consumed_by IS NULL), sum(consumed_by = 'stray'), "
-            "sum(consumed_by IS NOT NULL AND consumed_by != 'stray') FROM reads")[0]))
-        out["alerts"] = dict(q("SELECT kind, count(*) FROM alerts GROUP BY kind"))
-        out["cache"] = [dict(zip(("source", "kind", "records"), r))
-                        for r in q("SELECT source, kind, count(*) FROM cache_records GROUP BY source, kind")]
-        out["cache_sources"] = [dict(zip(("source", "seq", "updated_ms"), r)) for r in q("SELECT * FROM cache_sources")]
-    except sqlite3.Error as e:
-        out["error"] = str(e)
-    finally:
-        conn.close()
+        with StoreReader(path, probe=False) as store:
+            out.update(store.stats())
+    except StoreError as e:
+        out["error"] = getattr(e, "reason", str(e))
     return out
 
 
@@ -143,18 +113,14 @@ def scrubber_for(path: str) -> tuple[Scrubber, set[bytes]]:
     """Names and EPCs from the cache, to scrub from text and mask in raw traffic."""
     epcs: set[bytes] = set()
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-        try:
-            scrubber = Scrubber.from_cache(conn)
-            tagged = "SELECT key FROM cache_records WHERE kind IN ('driver', 'conveyance', 'equipment')"
-            for (key,) in conn.execute(tagged):
+        with StoreReader(path, probe=False) as store:
+            scrubber = Scrubber.from_records(store.cache_records())
+            for key in store.tag_keys():
                 try:
                     epcs.add(bytes.fromhex(key))
                 except (TypeError, ValueError):
                     pass
-        finally:
-            conn.close()
-    except sqlite3.Error:
+    except StoreError:
         scrubber = Scrubber()
     return scrubber, epcs
 
@@ -163,11 +129,10 @@ def scrubber_for(path: str) -> tuple[Scrubber, set[bytes]]:
 def ask_daemon_for_traffic(cfg: Config) -> str:
     """SIGUSR2 the running daemon and wait for fresh traffic-*.hex files; a note on what happened."""
     try:
-        with open(cfg.status_path) as f:
-            pid = int(json.load(f)["pid"])
+        pid = int(StatusFile(cfg.status_path).read()["pid"])
         asked = time.time()
         os.kill(pid, signal.SIGUSR2)
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (StatusUnavailable, OSError, ValueError, KeyError, TypeError) as e:
         return f"could not ask the daemon for a fresh traffic dump ({e}); using the files as they are"
     state_dir = os.path.dirname(cfg.status_path)
     paths = [traffic.dump_path(state_dir, r.name) for r in cfg.readers]

@@ -9,9 +9,8 @@ the cache knows, matched as whole words without regard to case.
 
 from __future__ import annotations
 
-import json
 import re
-import sqlite3
+from typing import Iterable
 
 # 16 to 62 hex digits: EPCs (96 to 496 bits); SHA-256 hashes (64) and UUID groups stay readable.
 _HEX_RUN = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{16,62}(?![0-9A-Fa-f])")
@@ -46,14 +45,10 @@ class Scrubber:
         self._by_first.setdefault(words[0], []).append(words)
 
     @classmethod
-    def from_cache(cls, conn: sqlite3.Connection) -> "Scrubber":
-        """Every personal value in the cache of an open (read-only) database."""
+    def from_records(cls, records: Iterable[dict]) -> "Scrubber":
+        """Every personal value of these cache records (`StoreReader.cache_records()`)."""
         scrubber = cls()
-        for (body,) in conn.execute("SELECT body FROM cache_records"):
-            try:
-                record = json.loads(body)
-            except (TypeError, ValueError):
-                continue
+        for record in records:
             for key in PERSONAL_FIELDS:
                 value = record.get(key)
                 if isinstance(value, str):

@@ -6,41 +6,28 @@ whether a reader port may be opened: DESIGN 2.7 forbids touching a port the daem
 holds), then readers and back ends (in parallel, each with its own timeout, so one
 dead broker costs one timeout and not one per check), then disk, database and clock.
 Each verdict carries a `cause` code (`port_missing`, `connection_refused`, ...) that
-tests and `--json` users can match on; the check modules are `checks_*.py`.
+tests and `--json` users can match on; the check modules are `checks_*.py`, and what
+they all return (`Verdict`, PASS/WARN/FAIL) is in `verdict.py`, so that they need
+nothing from this package module.
 """
 
 from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+
+from agent.doctor import checks_brokers, checks_config, checks_daemon, checks_host, checks_readers
+from agent.doctor.verdict import FAIL, PASS, WARN, Verdict, counts, exit_code, passed
+
+__all__ = ["DEFAULT_TIMEOUT_S", "FAIL", "PASS", "WARN", "Verdict", "counts", "diagnose", "exit_code", "passed"]
 
 log = logging.getLogger(__name__)
 
-PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 DEFAULT_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True)
-class Verdict:
-    status: str  # PASS | WARN | FAIL
-    subject: str  # what was checked: "config", "reader booth", "back end cbsa", "disk", ...
-    cause: str  # a stable code: "ok" for a pass, else what is wrong ("port_missing", ...)
-    message: str  # the finding in plain words, naming the file, key or device
-    fix: str = ""  # what to do: a command to run, a file and key to change
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def passed(subject: str, message: str) -> Verdict:
-    return Verdict(PASS, subject, "ok", message)
 
 
 def diagnose(config_path: str | None, timeout: float = DEFAULT_TIMEOUT_S) -> list[Verdict]:
     """Every check doctor makes, in order; never raises for a fault it is meant to find."""
-    from agent.doctor import checks_brokers, checks_config, checks_daemon, checks_host, checks_readers
-
     cfg, verdicts = checks_config.check(config_path)
     if cfg is None:
         return verdicts
@@ -67,11 +54,3 @@ def _guarded(check, subject: str, *args) -> list[Verdict]:
         log.debug("check %s failed", subject, exc_info=True)
         return [Verdict(FAIL, subject, "doctor_error", f"the check itself failed: {e!r}",
                         "report this with `laneagent diag --out diag.tar.gz`")]
-
-
-def exit_code(verdicts: list[Verdict]) -> int:
-    return 1 if any(v.status == FAIL for v in verdicts) else 0
-
-
-def counts(verdicts: list[Verdict]) -> dict:
-    return {s.lower(): sum(1 for v in verdicts if v.status == s) for s in (PASS, WARN, FAIL)}

@@ -25,7 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.config import BackendConfig, Config
-from agent.doctor import FAIL, WARN, Verdict, passed
+from agent.doctor.verdict import FAIL, WARN, Verdict, passed
 from agent.sync import tls as tls_mod
 
 CLOCK_TOPICS = ("$SYS/broker/time", "$SYS/brokers/+/datetime")

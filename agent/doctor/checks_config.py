@@ -13,7 +13,7 @@ import os
 
 from agent import config as config_mod
 from agent.config import Config
-from agent.doctor import FAIL, WARN, Verdict, passed
+from agent.doctor.verdict import FAIL, WARN, Verdict, passed
 from agent.errors import ConfigError
 from agent.preflight import problems as preflight_problems
 

@@ -11,16 +11,15 @@ result, `DaemonView`, tells the reader checks whether a port may be opened (DESI
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
 
 from agent.config import Config, load
-from agent.doctor import FAIL, WARN, Verdict, passed
+from agent.doctor.verdict import FAIL, WARN, Verdict, passed
 from agent.errors import ConfigError
+from agent.statusfile import StatusFile, StatusUnavailable, StatusUnreadable
 
-STALE_AFTER_S = 10  # the daemon writes every second; status uses the same bound
 STARTING_FOR_S = 15  # a process this young may not have written its first status yet
 START_FIX = "start it: sudo systemctl start laneagent; if it will not stay up: journalctl -u laneagent -n 50 --no-pager"
 
@@ -52,8 +51,7 @@ def check(cfg: Config) -> tuple[DaemonView, list[Verdict]]:
                                 "they fight over the readers and the store",
                                 f"stop the one systemd did not start: sudo kill {' '.join(map(str, extra))}"))
     pid = status.get("pid") if status else None
-    fresh = (bool(status) and status.get("state") == "running"
-             and now_ms - status.get("updated_ms", 0) < STALE_AFTER_S * 1000)
+    fresh = bool(status) and StatusFile.is_fresh(status, now_ms)
     alive = _alive(pid)
     if status and alive and fresh:
         view.running, view.pid, view.status = True, int(pid), status
@@ -112,15 +110,15 @@ def check(cfg: Config) -> tuple[DaemonView, list[Verdict]]:
 
 
 def _read_status(path: str) -> tuple[dict | None, str | None]:
+    """(the document, None), or (None, why it cannot be read for this user)."""
     try:
-        with open(path) as f:
-            return json.load(f), None
-    except FileNotFoundError:
+        return StatusFile(path).read(), None
+    except StatusUnreadable as e:
+        if e.permission:
+            return None, e.reason
         return None, None
-    except PermissionError as e:
-        return None, e.strerror
-    except (OSError, ValueError):
-        return None, None  # half-written or damaged: the daemon rewrites it every second
+    except StatusUnavailable:
+        return None, None  # missing, or damaged: the daemon rewrites it every second
 
 
 def _alive(pid) -> bool:

@@ -14,13 +14,14 @@ import ctypes
 import ctypes.util
 import os
 import shutil
-import sqlite3
 import time
 
 from agent.clock import SANE_AFTER_MS
 from agent.config import Config
-from agent.doctor import FAIL, WARN, Verdict, passed
 from agent.doctor.checks_daemon import DaemonView
+from agent.doctor.verdict import FAIL, WARN, Verdict, passed
+from agent.errors import StoreError
+from agent.store.reader import StoreReader
 from agent.store.schema import SCHEMA_VERSION
 
 MB = 1024 * 1024
@@ -78,21 +79,11 @@ def _disk(cfg: Config, daemon: DaemonView) -> Verdict:
                                   if backlog is not None else ""))
 
 
-def _connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout = 5000")
-    return conn
-
-
 def _backlog_bytes(cfg: Config) -> int | None:
     try:
-        conn = _connect(cfg.store.path)
-        try:
-            return conn.execute(
-                "SELECT coalesce(sum(bytes), 0) FROM deliveries WHERE delivered_ms IS NULL").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error:
+        with StoreReader(cfg.store.path, probe=False) as store:
+            return store.backlog_bytes()
+    except StoreError:
         return None  # the database line says why
 
 
@@ -110,18 +101,15 @@ def _database(cfg: Config) -> list[Verdict]:
            f"{os.path.basename(path)}.corrupt-<time>, starts a new one and continues the chain from "
            f"{os.path.basename(path)}.head.json; keep the moved file and send `laneagent diag` to support")
     try:
-        conn = _connect(path)
-        try:
-            result = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            size = os.path.getsize(path) + (os.path.getsize(path + "-wal") if os.path.exists(path + "-wal") else 0)
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as e:
-        if "locked" in str(e) or "unable to open" in str(e):
-            return [Verdict(WARN, "database", "database_unchecked", f"{path}: cannot check now: {e}",
+        with StoreReader(path, probe=False) as store:
+            result, version = store.integrity()
+        size = os.path.getsize(path) + (os.path.getsize(path + "-wal") if os.path.exists(path + "-wal") else 0)
+    except StoreError as e:
+        reason = getattr(e, "reason", str(e))  # what SQLite said
+        if "locked" in reason or "unable to open" in reason:
+            return [Verdict(WARN, "database", "database_unchecked", f"{path}: cannot check now: {reason}",
                             "run doctor again; as root if the file belongs to the service user")]
-        return [Verdict(FAIL, "database", "database_corrupt", f"{path} is damaged: {e}", fix)]
+        return [Verdict(FAIL, "database", "database_corrupt", f"{path} is damaged: {reason}", fix)]
     if result != ["ok"]:
         return [Verdict(FAIL, "database", "database_corrupt",
                         f"{path} fails its integrity check: {'; '.join(result[:3])}", fix)]
@@ -155,12 +143,9 @@ def kernel_synchronised() -> bool | None:
 
 def _newest_event_ms(path: str) -> int | None:
     try:
-        conn = _connect(path)
-        try:
-            return conn.execute("SELECT max(created_ms) FROM events").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error:
+        with StoreReader(path, probe=False) as store:
+            return store.newest_event_ms()
+    except StoreError:
         return None
 
 

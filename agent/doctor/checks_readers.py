@@ -17,7 +17,7 @@ import pwd
 import stat
 
 from agent.config import Config, ReaderConfig
-from agent.doctor import FAIL, WARN, Verdict, passed
+from agent.doctor.verdict import FAIL, WARN, Verdict, passed
 from agent.doctor.checks_daemon import DaemonView
 from agent.readers import probe as probing
 
@@ -46,8 +46,7 @@ def check(cfg: Config, index: int, daemon: DaemonView, timeout: float) -> list[V
             return [problem]
     if daemon.running:
         return [_from_daemon(reader, daemon)]
-    if path is not None and not os.path.realpath(path).startswith("/dev/pts/"):
-        # A pseudo-terminal always has a program at its other end (a simulator): not a holder.
+    if path is not None:
         holder = _holder(path)
         if holder:
             return [Verdict(FAIL, subject, "port_busy", f"{reader.url} is held by another program: {holder}",
@@ -88,8 +87,8 @@ def _port_problem(cfg: Config, reader: ReaderConfig, key: str, path: str) -> Ver
                        f"user {me} may not open {path} ({mode}): not even its group may use it",
                        f"sudo chgrp dialout {path} && sudo chmod 0660 {path}; to make it last, the udev rule "
                        "/etc/udev/rules.d/99-laneagent-readers.rules sets GROUP=dialout MODE=0660 (sudo make install)")
-    # As root, also ask for the user systemd runs the daemon as (a simulator's pty is no reader).
-    if os.geteuid() == 0 and not os.path.realpath(path).startswith("/dev/pts/") and not _service_may_open(st):
+    # As root, also ask for the user systemd runs the daemon as.
+    if os.geteuid() == 0 and not _service_may_open(st):
         return Verdict(FAIL, subject, "port_permission",
                        f"the service user {SERVICE_USER} may not open {path} ({mode})",
                        "give readers group dialout, mode 0660: the udev rule "

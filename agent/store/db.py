@@ -46,6 +46,11 @@ def recalled_head(path: str) -> tuple[int, str] | None:
         return None
 
 
+def chain_state(conn: sqlite3.Connection) -> tuple[int, str]:
+    """(next seq, head hash) from the lane state: the one query of the chain head."""
+    return conn.execute("SELECT next_seq, head_hash FROM lane_state WHERE id = 1").fetchone()
+
+
 def open_or_recover(path: str) -> tuple[sqlite3.Connection, dict | None]:
     """The writer connection; a corrupt database is moved aside and a new one started.
 
@@ -101,14 +106,30 @@ def open_writer(path: str) -> sqlite3.Connection:
     return conn
 
 
-def open_reader(path: str) -> sqlite3.Connection:
-    """A read-only connection for the CLI and the links; never creates anything."""
+class UnreadableStore(StoreError):
+    """SQLite refused to read the database; `reason` is what SQLite said."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}")
+
+
+def open_reader(path: str, probe: bool = True) -> sqlite3.Connection:
+    """A read-only connection for the CLI and the links; never creates anything.
+
+    `probe` reads the lane state at once, so a file that is not (yet) a laneagent
+    database fails here; without it (doctor, diag) any SQLite file opens."""
     if not os.path.exists(path):
         raise StoreError(f"{path}: no database yet (has `laneagent run` ever started with this config?)")
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("SELECT 1 FROM lane_state").fetchone()
     except sqlite3.DatabaseError as e:
-        raise StoreError(f"{path}: {e}") from e
+        raise UnreadableStore(path, str(e)) from e
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if probe:
+            conn.execute("SELECT 1 FROM lane_state").fetchone()
+    except sqlite3.DatabaseError as e:
+        conn.close()
+        raise UnreadableStore(path, str(e)) from e
     return conn

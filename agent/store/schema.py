@@ -1,201 +1,153 @@
-"""The database schema and its migrations.
+"""The database schema: its first version, and the mechanism that brings an older file up to date.
 
-The schema version is SQLite's `user_version`. Each entry of MIGRATIONS moves the
-database from version i to i + 1 inside one transaction, so an interrupted upgrade
-leaves the old version intact. Never edit a released migration: append a new one.
+The schema version is SQLite's `user_version`; STEPS[i] moves a database from version
+i to i + 1, inside one transaction, so an interrupted upgrade leaves the old version
+intact. Never edit a released step: append a new one. Tables are declared with
+sqlite-utils (`create_table`, `create_index`) and a later change to one is made with
+`Table.transform()` (rename, retype, drop a column: sqlite-utils copies the table in
+SQL that nobody has to write by hand). What sqlite-utils cannot say is written in SQL
+here: WITHOUT ROWID tables (the outbox and the cache: half the bytes on disk, and the
+footprint bar of DESIGN part 4 counts them), partial indexes and CHECK constraints. A
+transform() of a WITHOUT ROWID table would turn it into a rowid table, and transform()
+refuses to rename or drop a column of a table with a partial index (`reads`,
+`deliveries`, `cache_records`) until that index is dropped; a step that changes one of
+those drops and recreates the index, or writes its SQL.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from typing import Callable
 
-MIGRATIONS: list[str] = [
-    # 1: the first release.
-    """
-    -- The read journal: every tag report, committed within 250 ms of arrival.
-    -- consumed_by is the event_id that used the read, or 'stray' when no passage did.
-    CREATE TABLE reads (
-        id INTEGER PRIMARY KEY,
-        reader TEXT NOT NULL,
-        epc TEXT NOT NULL,
-        antenna INTEGER NOT NULL,
-        rssi REAL,
-        count INTEGER NOT NULL DEFAULT 1,
-        wall_ms INTEGER NOT NULL,
-        consumed_by TEXT
-    );
-    CREATE INDEX reads_open ON reads(id) WHERE consumed_by IS NULL;
+from sqlite_utils import Database
 
-    -- Crossing events, the full record (all sections) as canonical CBOR.
-    CREATE TABLE events (
-        seq INTEGER PRIMARY KEY,
-        event_id TEXT NOT NULL UNIQUE,
-        created_ms INTEGER NOT NULL,
-        started_ms INTEGER NOT NULL,
-        ended_ms INTEGER NOT NULL,
-        hash TEXT NOT NULL,
-        body BLOB NOT NULL
-    );
+GENESIS_HASH = "0" * 64
 
-    -- Alerts (lookout hits, gaps, alarms), each already addressed to its back ends.
-    CREATE TABLE alerts (
-        id INTEGER PRIMARY KEY,
-        alert_id TEXT NOT NULL UNIQUE,
-        kind TEXT NOT NULL,
-        created_ms INTEGER NOT NULL,
-        body BLOB NOT NULL
-    );
-
-    -- The outbox: one row per (back end, item); delivered_ms set only on PUBACK (or ack).
-    CREATE TABLE deliveries (
-        backend TEXT NOT NULL,
-        item_type TEXT NOT NULL CHECK (item_type IN ('event', 'alert')),
-        item_id INTEGER NOT NULL,
-        bytes INTEGER NOT NULL,
-        created_ms INTEGER NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        delivered_ms INTEGER,
-        PRIMARY KEY (backend, item_type, item_id)
-    ) WITHOUT ROWID;
-    CREATE INDEX deliveries_pending ON deliveries(backend, item_type, item_id) WHERE delivered_ms IS NULL;
-
-    -- Lane state: the next event seq and the hash chain head, in one row.
-    CREATE TABLE lane_state (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        next_seq INTEGER NOT NULL,
-        head_hash TEXT NOT NULL
-    );
-    INSERT INTO lane_state VALUES (1, 1, '0000000000000000000000000000000000000000000000000000000000000000');
-
-    -- The cache the back ends push down (DESIGN 2.6), kept apart per source.
-    -- key: card_epc / transponder_epc / tag_epc for tagged records, the conveyance id
-    -- for a trip, the trip id for a shipment, "subject_kind:subject" for a lookout.
-    CREATE TABLE cache_records (
-        source TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        id TEXT NOT NULL,
-        key TEXT,
-        eta_ms INTEGER,
-        expires_ms INTEGER,
-        body TEXT NOT NULL,
-        PRIMARY KEY (source, kind, id)
-    ) WITHOUT ROWID;
-    CREATE INDEX cache_by_key ON cache_records(kind, key) WHERE key IS NOT NULL;
-
-    -- Trip membership: which trips list a driver or a piece of equipment.
-    CREATE TABLE trip_members (
-        source TEXT NOT NULL,
-        member_kind TEXT NOT NULL,
-        member_id TEXT NOT NULL,
-        trip_id TEXT NOT NULL,
-        PRIMARY KEY (source, member_kind, member_id, trip_id)
-    ) WITHOUT ROWID;
-    CREATE INDEX trip_members_by_trip ON trip_members(source, trip_id);
-
-    -- Per source: the last cache message seq applied.
-    CREATE TABLE cache_sources (
-        source TEXT PRIMARY KEY,
-        seq INTEGER NOT NULL,
-        updated_ms INTEGER NOT NULL
-    );
-    """,
-    # 2: signed command messages carry a seq per back end; a replayed one is refused.
-    """
-    CREATE TABLE downlink_seq (
-        backend TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        PRIMARY KEY (backend, kind)
-    ) WITHOUT ROWID;
-    """,
-    # 3: retention asks "is this item still owed to anyone?" without naming a back end.
-    """
-    CREATE INDEX deliveries_by_item ON deliveries(item_type, item_id, delivered_ms);
-    CREATE INDEX events_by_created ON events(created_ms);
-    """,
-    # 4: each delivery carries the exact bytes owed to its back end (share applied,
-    # kind set) so the drain only reads and publishes, and every retry is identical.
-    # Rows from before have NULL and are encoded at send time.
-    """
-    ALTER TABLE deliveries ADD COLUMN payload BLOB;
-    """,
-    # 5: cache generations (DESIGN 2.6): a snapshot is staged in a new generation and
-    # swapped in by one update of cache_sources.gen; lookups read only the live one.
-    """
-    CREATE TABLE cache_records_v5 (
-        source TEXT NOT NULL,
-        gen INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        id TEXT NOT NULL,
-        key TEXT,
-        eta_ms INTEGER,
-        expires_ms INTEGER,
-        body TEXT NOT NULL,
-        PRIMARY KEY (source, gen, kind, id)
-    ) WITHOUT ROWID;
-    INSERT INTO cache_records_v5 SELECT source, 0, kind, id, key, eta_ms, expires_ms, body FROM cache_records;
-    DROP TABLE cache_records;
-    ALTER TABLE cache_records_v5 RENAME TO cache_records;
-    CREATE INDEX cache_by_key ON cache_records(kind, key) WHERE key IS NOT NULL;
-    CREATE TABLE trip_members_v5 (
-        source TEXT NOT NULL,
-        gen INTEGER NOT NULL,
-        member_kind TEXT NOT NULL,
-        member_id TEXT NOT NULL,
-        trip_id TEXT NOT NULL,
-        PRIMARY KEY (source, gen, member_kind, member_id, trip_id)
-    ) WITHOUT ROWID;
-    INSERT INTO trip_members_v5 SELECT source, 0, member_kind, member_id, trip_id FROM trip_members;
-    DROP TABLE trip_members;
-    ALTER TABLE trip_members_v5 RENAME TO trip_members;
-    CREATE INDEX trip_members_by_trip ON trip_members(source, gen, trip_id);
-    ALTER TABLE cache_sources ADD COLUMN gen INTEGER NOT NULL DEFAULT 0;
-    -- Generations that are not live: being staged, or waiting to be deleted in slices.
-    CREATE TABLE cache_generations (
-        source TEXT NOT NULL,
-        gen INTEGER NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('staging', 'dropped', 'retired')),
-        backend TEXT NOT NULL,
-        first_seq INTEGER NOT NULL,
-        last_seq INTEGER NOT NULL,
-        part INTEGER NOT NULL,
-        parts INTEGER NOT NULL,
-        started_ms INTEGER NOT NULL,
-        records INTEGER NOT NULL,
-        PRIMARY KEY (source, gen)
-    );
-    """,
-]
-
-SCHEMA_VERSION = len(MIGRATIONS)
+Step = Callable[[Database], None]
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the database up to SCHEMA_VERSION; returns the version it started from."""
+def _v1(db: Database) -> None:
+    """The first version."""
+    # The read journal: every tag report, committed within 250 ms of arrival.
+    # consumed_by is the event_id that used the read, or 'stray'/'error' when no passage did.
+    db.create_table("reads", {"id": int, "reader": str, "epc": str, "antenna": int, "rssi": float, "count": int,
+                              "wall_ms": int, "consumed_by": str},
+                    pk="id", not_null=("reader", "epc", "antenna", "count", "wall_ms"), defaults={"count": 1})
+    db.execute("CREATE INDEX reads_open ON reads(id) WHERE consumed_by IS NULL")
+
+    # Crossing events, the full record (all sections) as canonical CBOR.
+    db.create_table("events", {"seq": int, "event_id": str, "created_ms": int, "started_ms": int, "ended_ms": int,
+                               "hash": str, "body": bytes},
+                    pk="seq", not_null=("event_id", "created_ms", "started_ms", "ended_ms", "hash", "body"))
+    db["events"].create_index(["event_id"], index_name="events_event_id", unique=True)
+    db["events"].create_index(["created_ms"], index_name="events_by_created")
+
+    # Alerts (lookout hits, gaps, alarms), each already addressed to its back ends.
+    db.create_table("alerts", {"id": int, "alert_id": str, "kind": str, "created_ms": int, "body": bytes},
+                    pk="id", not_null=("alert_id", "kind", "created_ms", "body"))
+    db["alerts"].create_index(["alert_id"], index_name="alerts_alert_id", unique=True)
+
+    # The outbox: one row per (back end, item) with the exact bytes owed to that back end
+    # (share applied, kind set), so the drain only reads and publishes and every retry is
+    # identical; delivered_ms set only on PUBACK (or the back end's ack).
+    db.execute("""
+        CREATE TABLE deliveries (
+            backend TEXT NOT NULL,
+            item_type TEXT NOT NULL CHECK (item_type IN ('event', 'alert')),
+            item_id INTEGER NOT NULL,
+            bytes INTEGER NOT NULL,
+            created_ms INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            delivered_ms INTEGER,
+            payload BLOB NOT NULL,
+            PRIMARY KEY (backend, item_type, item_id)
+        ) WITHOUT ROWID""")
+    db.execute("CREATE INDEX deliveries_pending ON deliveries(backend, item_type, item_id) WHERE delivered_ms IS NULL")
+    # Retention asks "is this item still owed to anyone?" without naming a back end.
+    db["deliveries"].create_index(["item_type", "item_id", "delivered_ms"], index_name="deliveries_by_item")
+
+    # Lane state: the next event seq and the hash chain head, in one row.
+    db.execute("CREATE TABLE lane_state (id INTEGER PRIMARY KEY CHECK (id = 1), next_seq INTEGER NOT NULL, "
+               "head_hash TEXT NOT NULL)")
+    db["lane_state"].insert({"id": 1, "next_seq": 1, "head_hash": GENESIS_HASH})
+
+    # The cache the back ends push down (DESIGN 2.6), kept apart per source, in
+    # generations: lookups read only the source's live one (cache_sources.gen); a snapshot
+    # is staged in a new one and swapped in by one update (store/cachegen.py).
+    # key: card_epc / transponder_epc / tag_epc for tagged records, the conveyance id
+    # for a trip, the trip id for a shipment, "subject_kind:subject" for a lookout.
+    db.execute("""
+        CREATE TABLE cache_records (
+            source TEXT NOT NULL,
+            gen INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            id TEXT NOT NULL,
+            key TEXT,
+            eta_ms INTEGER,
+            expires_ms INTEGER,
+            body TEXT NOT NULL,
+            PRIMARY KEY (source, gen, kind, id)
+        ) WITHOUT ROWID""")
+    db.execute("CREATE INDEX cache_by_key ON cache_records(kind, key) WHERE key IS NOT NULL")
+
+    # Trip membership: which trips list a driver or a piece of equipment.
+    db.execute("""
+        CREATE TABLE trip_members (
+            source TEXT NOT NULL,
+            gen INTEGER NOT NULL,
+            member_kind TEXT NOT NULL,
+            member_id TEXT NOT NULL,
+            trip_id TEXT NOT NULL,
+            PRIMARY KEY (source, gen, member_kind, member_id, trip_id)
+        ) WITHOUT ROWID""")
+    db["trip_members"].create_index(["source", "gen", "trip_id"], index_name="trip_members_by_trip")
+
+    # Per source: the last cache message seq applied, and the live generation.
+    db.create_table("cache_sources", {"source": str, "seq": int, "updated_ms": int, "gen": int},
+                    pk="source", not_null=("seq", "updated_ms", "gen"), defaults={"gen": 0})
+
+    # Generations that are not live: a snapshot being staged (what has come so far, from
+    # which back end), or a generation waiting to be deleted in slices.
+    db.execute("""
+        CREATE TABLE cache_generations (
+            source TEXT NOT NULL,
+            gen INTEGER NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('staging', 'dropped', 'retired')),
+            backend TEXT NOT NULL,
+            first_seq INTEGER NOT NULL,
+            last_seq INTEGER NOT NULL,
+            part INTEGER NOT NULL,
+            parts INTEGER NOT NULL,
+            started_ms INTEGER NOT NULL,
+            records INTEGER NOT NULL,
+            PRIMARY KEY (source, gen)
+        )""")
+
+    # Signed command messages carry a seq per back end; a replayed one is refused.
+    db.execute("CREATE TABLE downlink_seq (backend TEXT NOT NULL, kind TEXT NOT NULL, seq INTEGER NOT NULL, "
+               "PRIMARY KEY (backend, kind)) WITHOUT ROWID")
+
+
+STEPS: list[Step] = [_v1]
+
+SCHEMA_VERSION = len(STEPS)
+
+
+def migrate(conn: sqlite3.Connection, steps: list[Step] | None = None) -> int:
+    """Bring the database up to the version `steps` define (STEPS); returns the version it started from."""
+    steps = STEPS if steps is None else steps
     start = conn.execute("PRAGMA user_version").fetchone()[0]
-    if start > SCHEMA_VERSION:
-        raise RuntimeError(f"database schema {start} is newer than this laneagent ({SCHEMA_VERSION}); upgrade laneagent")
-    for version in range(start, SCHEMA_VERSION):
+    if start > len(steps):
+        raise RuntimeError(f"database schema {start} is newer than this laneagent ({len(steps)}); upgrade laneagent")
+    db = Database(conn, recursive_triggers=False, execute_plugins=False)
+    for version in range(start, len(steps)):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _statements(MIGRATIONS[version]):
-                conn.execute(statement)
+            steps[version](db)
             conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
     return start
-
-
-def _statements(script: str) -> list[str]:
-    """Split a migration into statements (executescript would commit on its own)."""
-    out, current = [], ""
-    for line in script.splitlines():
-        if line.strip().startswith("--"):
-            continue
-        current += line + "\n"
-        if sqlite3.complete_statement(current):
-            out.append(current.strip())
-            current = ""
-    return [s for s in out if s]

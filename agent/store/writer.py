@@ -13,11 +13,10 @@ from typing import Iterable, Iterator
 
 import cbor2
 
-from agent.lane.event import canonical
-from agent.store.cache import ApplyResult, apply_delta, classify, last_seq
+from agent.store import cache, retention
+from agent.store.cache import ApplyResult, CacheView, apply_delta
 from agent.store.cachegen import CacheGenerations, apply_cache_message
-from agent.store.retention import purge_step
-from agent.store.db import open_or_recover, remember_head
+from agent.store.db import chain_state, open_or_recover, remember_head
 
 
 class StoreWriter:
@@ -96,12 +95,16 @@ class StoreWriter:
             pass  # a convenience for a rare disaster; the database is the record
 
     def chain_state(self) -> tuple[int, str]:
-        return self.conn.execute("SELECT next_seq, head_hash FROM lane_state WHERE id = 1").fetchone()
+        return chain_state(self.conn)
 
-    def add_event(self, event: dict, owed: dict[str, bytes | None], now_ms: int) -> None:
+    def add_event(self, event: dict, owed: dict[str, bytes], now_ms: int) -> None:
         """Store a sealed event, advance the chain and owe it to every back end of `owed`
-        (back end name -> the exact payload it gets; None = encode at send time)."""
-        body = canonical(event)
+        (back end name -> the exact payload it gets: its sections, its kind)."""
+        missing = sorted(b for b, p in owed.items() if not isinstance(p, (bytes, bytearray)) or not p)
+        if missing:
+            raise ValueError(f"event seq {event.get('seq')}: no payload for back end(s) {', '.join(missing)}")
+        # The full record, canonical CBOR (RFC 8949 core deterministic), as `verify` reads it.
+        body = cbor2.dumps(event, canonical=True)
         self.conn.execute(
             "INSERT INTO events(seq, event_id, created_ms, started_ms, ended_ms, hash, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (event["seq"], event["event_id"], now_ms, event["started_ms"], event["ended_ms"], event["hash"], body))
@@ -110,7 +113,7 @@ class StoreWriter:
         self.conn.executemany(
             "INSERT INTO deliveries(backend, item_type, item_id, bytes, created_ms, payload) "
             "VALUES (?, 'event', ?, ?, ?, ?)",
-            [(b, event["seq"], len(p) if p else len(body), now_ms, p) for b, p in owed.items()])
+            [(b, event["seq"], len(p), now_ms, bytes(p)) for b, p in owed.items()])
 
     def add_alert(self, alert: dict, backends: Iterable[str], now_ms: int) -> None:
         body = cbor2.dumps(alert)
@@ -129,22 +132,10 @@ class StoreWriter:
             "WHERE backend = ? AND item_type = ? AND item_id BETWEEN ? AND ? AND delivered_ms IS NULL",
             [(now_ms, backend, t, lo, hi) for t, lo, hi in _runs(items)])
 
-    # --- the cache --------------------------------------------------------------------
-    def apply_cache(self, msg: dict, now_ms: int, force: bool = False) -> ApplyResult:
-        return apply_cache_message(self.conn, msg, now_ms, force)
-
-    def apply_delta(self, msg: dict, now_ms: int, final: bool = True) -> ApplyResult:
-        return apply_delta(self.conn, msg, now_ms, final)
-
-    def classify_cache(self, msg: dict) -> str:
-        return classify(self.conn, msg)
-
-    def cache_seq(self, source: str) -> int:
-        return last_seq(self.conn, source) or 0
-
-    # --- downlink replay guard, retention -----------------------------------------------
+    # --- back-end commands -----------------------------------------------------------------
     def accept_command_seq(self, backend: str, seq: int) -> int | None:
-        """Store a command's seq if it is newer than the last one; else return the last one."""
+        """The replay guard of signed back-end commands: None when `seq` is newer than the
+        last one accepted from `backend` (it is stored), else that last seq (refused)."""
         row = self.conn.execute("SELECT seq FROM downlink_seq WHERE backend = ? AND kind = 'cmd'",
                                 (backend,)).fetchone()
         if row and seq <= row[0]:
@@ -153,8 +144,31 @@ class StoreWriter:
                           "ON CONFLICT(backend, kind) DO UPDATE SET seq = excluded.seq", (backend, seq))
         return None
 
+    # --- the cache --------------------------------------------------------------------
+    def apply_cache(self, msg: dict, now_ms: int, force: bool = False) -> ApplyResult:
+        """A whole message at once (cache import, tests); the daemon slices (core/cachefeed.py)."""
+        return apply_cache_message(self.conn, msg, now_ms, force)
+
+    def apply_delta(self, msg: dict, now_ms: int, final: bool = True) -> ApplyResult:
+        return apply_delta(self.conn, msg, now_ms, final)
+
+    @property
+    def cache(self) -> CacheView:
+        """The lane's lookups on the writer's connection (they see its uncommitted changes)."""
+        return CacheView(self.conn)
+
+    def classify_cache(self, msg: dict) -> str:
+        """'apply', 'duplicate' or 'gap' (see `cache.classify`)."""
+        return cache.classify(self.conn, msg)
+
+    def cache_seq(self, source: str) -> int:
+        """The last cache message seq applied from `source`, 0 when none."""
+        return cache.last_seq(self.conn, source) or 0
+
+    # --- retention ----------------------------------------------------------------------
     def purge_step(self, now_ms: int, retention_days: float) -> dict[str, int]:
-        return purge_step(self.conn, now_ms, retention_days)
+        """One small round of retention (`retention.purge_step`); rows deleted per kind."""
+        return retention.purge_step(self.conn, now_ms, retention_days)
 
 
 def _runs(items: Iterable[tuple[str, int]]) -> list[tuple[str, int, int]]:

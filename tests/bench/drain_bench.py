@@ -17,7 +17,7 @@ import paho.mqtt.client as mqtt
 
 from agent import config
 from agent.core import LaneCore
-from agent.lane.event import GENESIS, seal
+from agent.lane.event import GENESIS, canonical, seal
 from agent.store.writer import StoreWriter
 from agent.lane.disclosure import event_for
 from agent.sync.connection import INFLIGHT_WINDOW
@@ -35,23 +35,22 @@ SECTIONS_SAMPLE = {
 }
 
 
-def fill_backlog(writer: StoreWriter, n: int, backends: list[str], cfg: config.Config | None = None) -> int:
-    """n sealed events owed to `backends`, with their payloads as the core would store
-    them when `cfg` is given (else encoded at send time, as rows of an older release)."""
+def fill_backlog(writer: StoreWriter, n: int, cfg: config.Config) -> int:
+    """n sealed events owed to every back end of `cfg`, each with the payload the core
+    stores for it (its sections, its kind: `event_for`); returns the mean size of a
+    full event (the bare-paho baseline publishes that many bytes)."""
     head = GENESIS
-    size = 0
+    total = 0
     with writer.transaction():
         for seq in range(1, n + 1):
             event = seal({"v": 1, "type": "crossing", "event_id": f"bench-{seq}", "seq": seq, "port": "0901",
                           "lane": "C3", "entering": "CA", "leaving": "US", "started_ms": seq, "ended_ms": seq,
                           **SECTIONS_SAMPLE}, head)
             head = event["hash"]
-            owed = {b.name: cbor2.dumps(event_for(event, b, cfg.lane)) for b in cfg.backends} if cfg \
-                else dict.fromkeys(backends)
-            writer.add_event(event, owed, int(time.time() * 1000))
-        size = writer.conn.execute("SELECT avg(length(body)) FROM events").fetchone()[0]
-        writer.conn.execute("UPDATE lane_state SET next_seq = ?, head_hash = ?", (n + 1, head))
-    return int(size)
+            total += len(canonical(event))
+            writer.add_event(event, {b.name: cbor2.dumps(event_for(event, b, cfg.lane)) for b in cfg.backends},
+                             int(time.time() * 1000))
+    return total // max(n, 1)
 
 
 def bare_paho(brokers: list[Mosquitto], n: int, size: int) -> float:
@@ -101,7 +100,7 @@ def run(n: int = 20_000) -> dict:
                          {"name": "cbp", "country": "US", "host": us.host, "port": us.port, "max_rate": 0,
                           "share": ["tags", "findings", "referral"]}]})
         writer = StoreWriter(cfg.store.path)
-        size = fill_backlog(writer, n, ["cbsa", "cbp"], cfg)
+        size = fill_backlog(writer, n, cfg)
         baseline = bare_paho([ca, us], n, size)
         core = LaneCore(cfg, writer)
         links = links_for(cfg, core)

@@ -25,7 +25,7 @@ from agent.readers.transport import SerialTransport
 from agent.store.writer import StoreWriter
 from simulators.reader.runner import SimulatedReader
 from simulators.scenario import Pass, Scenario, ScenarioTag
-from tests.helpers import backend_toml, cli, lane_toml, reader_toml
+from tests.helpers import backend_toml, cli, lane_toml, reader_toml, wait_for
 from tests.lane_harness import Agent, cache_snapshot
 
 SECRET = "hunter2-lane-password"
@@ -96,6 +96,13 @@ def test_daemon_dumps_its_rings_when_asked(tmp_path):
         daemon.writer.close()
 
 
+def updated_ms(status):
+    try:
+        return json.loads(status.read_text())["updated_ms"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def test_running_daemon_survives_sigusr2(tmp_path, broker):
     """SIGUSR2 would kill a process without a handler; the daemon dumps and keeps running."""
     config = tmp_path / "agent.toml"
@@ -103,11 +110,12 @@ def test_running_daemon_survives_sigusr2(tmp_path, broker):
     agent = Agent(tmp_path, config).start()
     try:
         status = tmp_path / "state" / "status.json"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not status.exists():
-            time.sleep(0.1)
+        assert wait_for(lambda: updated_ms(status), what="the first status file"), agent.log_text()
+        signalled_ms = int(time.time() * 1000)
         agent.proc.send_signal(signal.SIGUSR2)
-        time.sleep(1.5)
+        # A process without a handler dies of SIGUSR2 at once; this one goes on rewriting its status.
+        assert wait_for(lambda: (updated_ms(status) or 0) > signalled_ms or agent.proc.poll() is not None,
+                        what="a status written after the signal, or the end of the daemon")
         assert agent.proc.poll() is None, agent.log_text()
     finally:
         agent.stop()
@@ -115,6 +123,10 @@ def test_running_daemon_survives_sigusr2(tmp_path, broker):
 
 
 # --- the bundle ---------------------------------------------------------------------------
+def received(ring):
+    return sum(len(c.data) for c in ring.snapshot() if c.direction == "rx")
+
+
 def scenario_with(*epcs):
     return Scenario(passes=(Pass(0.0, 60.0, tuple(ScenarioTag(e) for e in epcs)),))
 
@@ -140,11 +152,10 @@ def lane(tmp_path):
         try:
             for command in (tm.build_boot_firmware(), tm.build_set_region("NA2"), tm.build_set_protocol(),
                             tm.build_set_antenna_ports([1]), tm.build_start_reading()):
+                before = received(ring)
                 port.write(command)
-                time.sleep(0.1)
-            deadline = time.monotonic() + 3
-            while time.monotonic() < deadline and ring.size < 1500:
-                port.read()
+                wait_for(lambda: port.read() is not None and received(ring) > before, 5, "the reader's reply")
+            wait_for(lambda: port.read() is not None and ring.size >= 1500, 5, "tag reports")
         finally:
             port.close()
     damaged = bytearray(tm.encode_tag_frame(bytes.fromhex(STRANGER)))
@@ -216,21 +227,23 @@ def test_config_secrets_are_removed(tmp_path):
     assert "s3cret" not in text and "t0ken" not in text and "/etc/laneagent/cbsa.pw" in text and "/k.pem" in text
 
 
-def test_journal_is_collected_when_available():
+def test_journal_is_collected_when_available(tmp_path, monkeypatch):
+    # A stand-in journalctl on PATH that shows what it was asked for.
+    fake = tmp_path / "journalctl"
+    fake.write_text('#!/bin/sh\necho "reader booth up ($*)"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
     text = bundle.journal_text()
-    assert text.startswith("# journalctl") or "not available" in text
+    assert text.startswith(f"# journalctl -u laneagent -n {bundle.JOURNAL_LINES} (exit 0)\n")
+    assert f"reader booth up (-u laneagent -n {bundle.JOURNAL_LINES} --no-pager -o short-iso)" in text
 
 
-def _ring_hooked():
-    import inspect
-
-    from agent.readers import session, transport
-
-    return any("ring_for" in inspect.getsource(m) for m in (session, transport))
+def test_journal_missing_is_said(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    text = bundle.journal_text()
+    assert "journalctl is not available" in text and not text.startswith("# journalctl")
 
 
-@pytest.mark.skipif(not _ring_hooked(), reason="the traffic ring is not hooked into the reader transport yet "
-                                                "(agent/readers/session.py: TrafficTap(..., ring_for(cfg.name)))")
 def test_diag_of_a_running_lane_gets_fresh_masked_traffic(tmp_path, broker):
     from tests.lane_harness import ReaderSim, truck_pass, write_config
 
@@ -240,14 +253,14 @@ def test_diag_of_a_running_lane_gets_fresh_masked_traffic(tmp_path, broker):
     agent = Agent(tmp_path, config).start()
     try:
         status = tmp_path / "state" / "status.json"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+
+        def reports():
             try:
-                if json.loads(status.read_text())["readers"][0]["reports"] > 5:
-                    break
+                return json.loads(status.read_text())["readers"][0]["reports"]
             except (OSError, ValueError, KeyError, IndexError):
-                pass
-            time.sleep(0.1)
+                return 0
+
+        assert wait_for(lambda: reports() > 5, what="the daemon reading tags"), agent.log_text()
         out = tmp_path / "diag.tar.gz"
         code, _, err = cli("--config", str(config), "diag", "--out", str(out), "--timeout", "1")
         assert code == 0, err

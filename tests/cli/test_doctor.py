@@ -7,6 +7,7 @@ overwritten with garbage, a small tmpfs filled up, real agent processes.
 """
 
 import datetime as dt
+import grp
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ import pytest
 from agent.doctor import checks_brokers, checks_host
 from agent.store.writer import StoreWriter
 from simulators.reader.runner import SimulatedReader
-from tests.helpers import ROOT, backend_toml, cli, lane_toml, reader_toml, wait_for
+from tests.helpers import ROOT, backend_toml, cli, lane_toml, payloads, reader_toml, wait_for
 from tests.lane_harness import Agent
 from tests.support.certs import make_ca
 
@@ -76,8 +77,20 @@ def sim():
         reader.stop()
 
 
+def as_installed(device):
+    """What the udev rule of an installed booth gives a reader's port (group dialout, 0660):
+    doctor judges a pty exactly as it judges any serial port."""
+    try:
+        os.chown(device, -1, grp.getgrnam("dialout").gr_gid)
+    except (KeyError, PermissionError):
+        pass  # no dialout group here, or not root: the port stays the user's own
+    os.chmod(device, 0o660)
+    return device
+
+
 def test_a_healthy_lane_has_no_failure_and_says_the_daemon_is_not_running(lane, sim):
     reader = sim()
+    as_installed(reader.device)
     config = write_config(lane["tmp"], lane["backend"], reader_toml(reader.device))
     code, doc = doctor(config)
     assert code == 0 and failures(doc) == set()
@@ -101,6 +114,26 @@ def test_invalid_config_names_the_key(lane):
 def test_missing_config_file(tmp_path):
     code, doc = doctor(tmp_path / "nowhere.toml")
     assert code == 1 and failures(doc) == {("config", "config_missing")}
+
+
+def test_port_held_by_another_program(lane, sim):
+    """A pty is a serial port like any other: a program that has it open holds it."""
+    reader = sim()
+    config = write_config(lane["tmp"], lane["backend"], reader_toml(as_installed(reader.device)))
+    holder = subprocess.Popen([sys.executable, "-c", "import os, sys; os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY); "
+                                                     "print('open', flush=True); sys.stdin.read()", reader.device],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        code, doc = doctor(config)
+        assert code == 1 and failures(doc) == {("reader booth", "port_busy")}
+        check = next(c for c in doc["checks"] if c["cause"] == "port_busy")
+        assert f"pid {holder.pid}" in check["message"] and f"kill {holder.pid}" in check["fix"]
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+        holder.stdout.close()
+    assert doctor(config)[0] == 0  # let go: the reader answers again
 
 
 def test_port_that_was_removed(lane, sim):
@@ -296,7 +329,7 @@ def add_event(writer, seq, created_ms, backends=("cbsa",), **sections):
              "ended_ms": created_ms - 100, "hash": f"{seq:064x}", "tags": [], "findings": [],
              "referral": {"refer": False, "reasons": [], "random": False}, **sections}
     with writer.transaction():
-        writer.add_event(event, {b: None for b in backends}, created_ms)
+        writer.add_event(event, payloads(event, backends), created_ms)
 
 
 def test_backlog_over_its_budget(lane):

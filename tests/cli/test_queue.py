@@ -51,7 +51,7 @@ def test_health_report_carries_chain_head_backlog_and_gaps(tmp_path):
     config = setup(tmp_path)
     daemon = Daemon(config_mod.load(str(config)))
     try:
-        report = daemon.health_report()
+        report = daemon.figures.health_report()
     finally:
         daemon.writer.close()
     assert report["chain"] == {"seq": 3, "hash": "h3"}

@@ -15,9 +15,9 @@ import time
 
 from agent.cli.tail import Follower
 from agent.config import load
-from agent.store.db import open_reader
+from agent.store.reader import StoreReader
 from agent.store.writer import StoreWriter
-from tests.helpers import ROOT, backend_toml, lane_toml
+from tests.helpers import ROOT, backend_toml, lane_toml, payloads
 
 CARD, TRUCK = "E2000000000000000000D001", "E2000000000000000000C001"
 
@@ -34,7 +34,7 @@ def event(seq, findings=(), refer=False, name="Alex Martin"):
 
 def add(writer, ev):
     with writer.transaction():
-        writer.add_event(ev, {"cbsa": None, "cbp": None}, int(time.time() * 1000))
+        writer.add_event(ev, payloads(ev, ["cbsa", "cbp"]), int(time.time() * 1000))
 
 
 def deliver(writer, backend, seq):
@@ -95,12 +95,8 @@ def follow(config, **options):
     chosen = {n: k for n, k in kinds.items() if (not args.backend or n == args.backend)
               and (not args.kind or k == args.kind)}
     out = io.StringIO()
-    conn = open_reader(cfg.store.path)
-    try:
-        with contextlib.redirect_stdout(out):
-            Follower(cfg, conn, chosen, args).start()
-    finally:
-        conn.close()
+    with StoreReader(cfg.store.path) as store, contextlib.redirect_stdout(out):
+        Follower(cfg, store, chosen, args).start()
     return out.getvalue()
 
 

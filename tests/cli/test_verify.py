@@ -6,7 +6,7 @@ import cbor2
 
 from agent.lane.event import GENESIS, canonical, seal
 from agent.store.writer import StoreWriter
-from tests.helpers import backend_toml, cli, lane_toml
+from tests.helpers import backend_toml, cli, lane_toml, payloads
 
 
 def setup(tmp_path, n=5):
@@ -22,7 +22,7 @@ def setup(tmp_path, n=5):
                           "tags": [{"epc": f"{seq:04X}"}], "driver": [], "conveyance": None, "equipment": [],
                           "trip": None, "shipments": [], "findings": [], "referral": {"refer": False}}, head)
             head = event["hash"]
-            w.add_event(event, {"cbsa": None}, 0)
+            w.add_event(event, payloads(event, ["cbsa"]), 0)
     return config, w
 
 

@@ -8,7 +8,7 @@ import textwrap
 
 from agent.lane.event import GENESIS, seal
 from agent.store.writer import StoreWriter
-from tests.helpers import ROOT
+from tests.helpers import ROOT, payloads
 
 
 def add_events(writer, n):
@@ -20,7 +20,7 @@ def add_events(writer, n):
                           "conveyance": None, "equipment": [], "trip": None, "shipments": [], "findings": [],
                           "referral": {}}, head)
             head = event["hash"]
-            writer.add_event(event, {"cbsa": None}, 0)
+            writer.add_event(event, payloads(event, ["cbsa"]), 0)
     writer.remember_head()
     return head
 

@@ -12,7 +12,7 @@ def test_purge_forgets_only_what_may_be_forgotten(tmp_path):
     with w.transaction() as conn:
         for seq in (1, 2, 3):
             w.add_event({"seq": seq, "event_id": f"e{seq}", "started_ms": 0, "ended_ms": 0, "hash": "h"},
-                        {"a": None, "b": None}, old if seq < 3 else NOW)
+                        {"a": b"to-a", "b": b"to-b"}, old if seq < 3 else NOW)
         w.mark_delivered("a", [("event", 1), ("event", 2), ("event", 3)], old)
         w.mark_delivered("b", [("event", 1)], old)  # seq 2 still owed to b
         ids = w.journal([("r", "E1", 1, -50.0, 1, old), ("r", "E2", 1, -50.0, 1, old), ("r", "E3", 1, -50.0, 1, NOW)])

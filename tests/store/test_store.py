@@ -117,7 +117,7 @@ def test_outbox_offers_oldest_first_and_forgets_delivered(writer):
     with writer.transaction():
         for seq in (1, 2, 3):
             writer.add_event({"seq": seq, "event_id": f"e{seq}", "started_ms": 1, "ended_ms": 2, "hash": "h"},
-                             {"cbsa": b"to-cbsa", "cbp": None}, 100)
+                             {"cbsa": b"to-cbsa", "cbp": b"to-cbp"}, 100)
         writer.mark_delivered("cbsa", [("event", 1)], 200)
     outbox = Outbox(open_reader(writer.path))
     assert outbox.pending("cbsa", "event", 0, 10) == [(2, b"to-cbsa"), (3, b"to-cbsa")]

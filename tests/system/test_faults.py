@@ -15,8 +15,10 @@ import time
 import pytest
 
 from agent import config as config_mod
+from agent.statusfile import StatusFile, StatusUnavailable
 from agent.store.writer import StoreWriter
 from tests.bench.drain_bench import fill_backlog
+from tests.helpers import wait_for
 from tests.lane_harness import Agent, ReaderSim, truck_pass, verify_chain, write_config
 from tests.mqtt_probe import Probe
 
@@ -33,13 +35,45 @@ def db(tmp_path, sql):
 
 def settle(tmp_path, timeout=60.0):
     """Wait until nothing is owed to anyone and no journaled read waits for its passage."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if db(tmp_path, "SELECT (SELECT count(*) FROM deliveries WHERE delivered_ms IS NULL)"
-                        " + (SELECT count(*) FROM reads WHERE consumed_by IS NULL)") == [(0,)]:
-            return True
-        time.sleep(0.3)
-    return False
+    try:
+        return wait_for(lambda: db(tmp_path, "SELECT (SELECT count(*) FROM deliveries WHERE delivered_ms IS NULL)"
+                                             " + (SELECT count(*) FROM reads WHERE consumed_by IS NULL)") == [(0,)],
+                        timeout, "nothing owed and no open read")
+    except AssertionError:
+        return False
+
+
+def events(tmp_path) -> int:
+    try:
+        return db(tmp_path, "SELECT count(*) FROM events")[0][0]
+    except sqlite3.OperationalError:  # no database yet: the agent is starting
+        return 0
+
+
+def daemon_status(tmp_path) -> dict:
+    try:
+        return StatusFile(str(tmp_path / "state" / "status.json")).read()
+    except StatusUnavailable:
+        return {}
+
+
+def backends_connected(tmp_path) -> dict:
+    """Back end name -> connected, from a fresh status file ({} while there is none)."""
+    doc = daemon_status(tmp_path)
+    if not StatusFile.is_fresh(doc):
+        return {}
+    return {b["name"]: b.get("connected") for b in doc.get("backends", [])}
+
+
+def subscribed(probe, broker_name):
+    """The probe's subscription is in place: a marker it publishes comes back to it (sent
+    again until it does: the first may reach the broker before the SUBSCRIBE)."""
+    def echoed():
+        if not probe.on(f"/ready-{broker_name}"):
+            probe.publish(f"border/0901/C3/ready-{broker_name}", {"v": 1, "type": "marker"})
+        return probe.on(f"/ready-{broker_name}")
+
+    wait_for(echoed, 10, f"the {broker_name} probe's subscription")
 
 
 def check_delivery(tmp_path, probes):
@@ -107,12 +141,16 @@ def test_brokers_stopped_and_restarted_during_traffic(tmp_path, brokers):
     try:
         # SIGTERM, not SIGKILL: mosquitto saves its queues only every autosave_interval,
         # so a SIGKILLed broker may lose what it had already acknowledged; that would
-        # test mosquitto, not us. (Our own SIGKILL tests are above.)
+        # test mosquitto, not us. (Our own SIGKILL tests are above.) Each outage comes
+        # while trucks pass (a new event since the last one) and lasts until the agent
+        # has noticed it.
+        seen = 0
         for t in range(8):
-            time.sleep(1.2)
-            broker = (ca, us)[t % 2]
+            name, broker = (("cbsa", ca), ("cbp", us))[t % 2]
+            seen = wait_for(lambda s=seen: events(tmp_path) if events(tmp_path) > s else 0, 30, "a new event")
+            assert wait_for(lambda: backends_connected(tmp_path).get(name) is True, 30, f"{name} connected")
             broker.stop()
-            time.sleep(0.8)
+            assert wait_for(lambda: backends_connected(tmp_path).get(name) is False, 30, f"{name} lost")
             broker.start()
         assert settle(tmp_path, timeout=90), agent.log_text()[-3000:]
         assert check_delivery(tmp_path, probes) >= 8
@@ -129,14 +167,15 @@ def test_long_outage_of_both_drains_oldest_first_alerts_first_within_max_rate(tm
     max_rate = 4000
     probes = [Probe(ca, ["border/0901/C3/#"], "cbsa-check", persistent=True),
               Probe(us, ["border/0901/C3/#"], "cbp-check", persistent=True)]
-    time.sleep(1.2)  # the brokers save the probes' sessions
+    for probe, name in zip(probes, ("ca", "us")):
+        subscribed(probe, name)  # so the brokers keep the probes' sessions (saved when they stop)
     ca.stop(), us.stop()
     config = write_config(tmp_path, None, ca.port, us.port, us_share='["tags", "alerts"]')
     text = config.read_text().replace("max_rate = 0", f"max_rate = {max_rate}")
     config.write_text(text)
     cfg = config_mod.load(str(config))
     writer = StoreWriter(cfg.store.path)
-    fill_backlog(writer, 20_000, ["cbsa", "cbp"])  # no payloads: also covers rows of an older release
+    fill_backlog(writer, 20_000, cfg)  # each back end's payload, as the core stores it
     from agent.lane.event import alarm_alert
     with writer.transaction():
         for i in range(5):
@@ -144,7 +183,11 @@ def test_long_outage_of_both_drains_oldest_first_alerts_first_within_max_rate(tm
     writer.close()
     agent = Agent(tmp_path, config).start()
     try:
-        time.sleep(3)  # the agent runs, both brokers still down
+        # The agent runs and has tried both brokers, still down.
+        assert wait_for(lambda: [(b["connected"], bool(b.get("last_error")))
+                                 for b in daemon_status(tmp_path).get("backends", [])] == [(False, True)] * 2
+                        and StatusFile.is_fresh(daemon_status(tmp_path)), 30, "both back ends tried and down"), \
+            agent.log_text()[-3000:]
         ca.start(), us.start()
         assert settle(tmp_path, timeout=120), agent.log_text()[-3000:]
         for probe in probes:
