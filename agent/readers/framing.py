@@ -13,16 +13,18 @@ the same latency everywhere:
   is skipped silently unless its checksum is right.
 - A complete candidate with the right checksum is a frame: `make` turns it into an item, a
   list of items, or a `DecodeError` (checksum right, layout wrong).
-- A complete candidate with the wrong checksum is `bad_checksum`. Scanning goes on from its
-  second byte, so a real frame hiding behind a stray start byte is never lost; candidates
-  starting inside a frame already reported stay silent (one damaged frame, one error). The
-  same holds for a frame whose layout `make` rejected.
-- A candidate that runs past the end of the input is cut off if a valid frame starts inside
-  it: then it is `bad_length` at once and decoding goes on from that frame (a reader that
-  reset mid-frame, or a length byte that lies). Otherwise it is kept as `rest` to wait for
-  more bytes, or, with `final=True` (no more bytes come: end of a capture, or the session's
-  idle flush), it is `truncated`. A frame found inside another must also pass the
-  dialect's `inside` test when it has one (r2000: an 8-bit checksum alone is too weak).
+- A candidate inside which a valid frame starts was cut short (a reader that reset
+  mid-frame, a length byte that lies): it is `bad_length` at once, whether or not its
+  length runs past the end of the input, and decoding goes on from that frame. A frame
+  found inside another must also pass the dialect's `inside` test when it has one (r2000:
+  an 8-bit checksum alone is too weak).
+- Any other complete candidate with the wrong checksum is `bad_checksum`. Scanning goes on
+  from its second byte, so a real frame hiding behind a stray start byte is never lost;
+  candidates starting inside a frame already reported stay silent (one damaged frame, one
+  error). The same holds for a frame whose layout `make` rejected.
+- Any other candidate running past the end of the input is kept as `rest` to wait for more
+  bytes or, with `final=True` (no more bytes come: end of a capture, or the session's idle
+  flush), it is `truncated`.
 - Fewer bytes than a header at the end are kept as `rest`, or dropped silently when final.
 
 Error offsets count from buffer[0]. Pure: no I/O, no logging, no clock.
@@ -114,13 +116,13 @@ def split(buffer, final: bool, spec: FrameSpec) -> tuple[list, bytes]:
         if plausible is not None and not plausible(buf, start):
             pos = start + 1
             continue
-        if end <= n:
+        later = _first_frame(buf, start + 1, spec)
+        if end <= n and not start < later < end:  # complete, and no frame cuts it short: corrupted
             if start >= quiet_until:
                 append(DecodeError("bad_checksum", start))
                 quiet_until = end
             pos = start + 1
             continue
-        later = _first_frame(buf, start + 1, spec)
         if later < 0:
             if not final:
                 return items, buf[start:]
