@@ -16,7 +16,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from agent.config import Config, load
+from agent.config import Config
+from agent.readers.registry import load_config as load
 from agent.doctor import FAIL, WARN, Verdict, passed
 from agent.errors import ConfigError
 
