@@ -24,7 +24,7 @@ from typing import Callable
 
 import serial
 
-from agent.readers import alien, registry
+from agent.readers import registry
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,13 @@ class Query:
     decode: Callable
     identify: Callable  # item -> (model, firmware) or None
     unasked: Callable  # item -> True if it proves the dialect without a question
+    model_query: bytes | None = None  # asked next when the answer names no model
+    model_of: Callable | None = None  # item -> model or None
 
 
 # Each dialect's query and identification live in its registry entry; this is their view here.
-QUERIES = {d.name: Query(d.name, d.probe.request, d.decode, d.probe.identify, d.probe.unasked)
+QUERIES = {d.name: Query(d.name, d.probe.request, d.decode, d.probe.identify, d.probe.unasked, d.probe.model_query,
+                         d.probe.model_of)
            for d in registry.DIALECTS.values()}
 
 
@@ -108,15 +111,11 @@ def _collect(port, query: Query, seconds: float, want: Callable) -> object:
     return None
 
 
-def _ask_alien_type(port) -> str | None:
+def _ask_model(port, query: Query) -> str | None:
+    """The dialect's second, read-only question, for readers whose first answer names no model."""
     port.reset_input_buffer()
-    port.write(alien.build_get("ReaderType"))
-    value = _collect(port, QUERIES["alien"], 1.0, lambda i: type(i) is alien.Message and i.kind == "value"
-                     and i.name.lower().endswith("readertype") and i.value)
-    if not value:
-        return None
-    model = value.split("Model:", 1)[1].split("(")[0].strip() if "Model:" in value else value
-    return model or None
+    port.write(query.model_query)
+    return _collect(port, query, 1.0, query.model_of)
 
 
 def _unasked(port, dialects, seconds: float) -> str | None:
@@ -151,8 +150,8 @@ def probe(url: str, bauds=BAUDS, dialects=ORDER, *, listen_s: float = 0.3, reply
                     answer = _collect(port, query, reply_timeout_s, query.identify)
                     if answer:
                         model, firmware = answer
-                        if name == "alien":
-                            model = _ask_alien_type(port)
+                        if model is None and query.model_query is not None:
+                            model = _ask_model(port, query)
                         report.found = Found(name, baud, model, firmware)
                         log.info("probe %s: %s at %d baud", url, name, baud)
                         return report

@@ -39,6 +39,8 @@ class Probe:
     identify: Callable[[Any], tuple[str | None, str | None] | None]  # decoded item -> (model, firmware) or None
     unasked: Callable[[Any], bool]  # decoded item that proves the dialect without a question
     rank: int  # place in the probing order, lowest first
+    model_query: bytes | None = None  # asked after `request` when its answer names no model
+    model_of: Callable[[Any], str | None] | None = None  # decoded item -> model, for `model_query`
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,15 @@ def _alien_identify(item):
     return None
 
 
+def _alien_model(item) -> str | None:
+    """`ReaderType = Alien RFID Tag Reader, Model: ALR-9900 (...)` -> 'ALR-9900'."""
+    if not (type(item) is alien.Message and item.kind == "value" and item.name.lower().endswith("readertype")
+            and item.value):
+        return None
+    value = item.value
+    return (value.split("Model:", 1)[1].split("(")[0].strip() if "Model:" in value else value) or None
+
+
 # Probing ranks: the binary queries first, alien last (its blank line ends any half line
 # the binary queries left in an Alien reader's input).
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (
@@ -116,7 +127,8 @@ DIALECTS: dict[str, Dialect] = {d.name: d for d in (
     Dialect("alien", alien.decode, alien.decode_host, AlienSession,
             Probe(b"\r\n" + alien.build_get("ReaderVersion"), _alien_identify,
                   lambda i: type(i) is TagReport or (type(i) is alien.Message and i.kind in (
-                      "prompt", "notify_begin", "notify_end")), 3),
+                      "prompt", "notify_begin", "notify_end")), 3,
+                  alien.build_get("ReaderType"), _alien_model),
             ports=8, text=True, make_decoder=alien.make_decoder),
     Dialect("chafon", chafon.decode, chafon.decode_host, ChafonSession,
             Probe(chafon.build_get_reader_info(), _chafon_identify, lambda i: type(i) is TagReport, 2), ports=4),
