@@ -57,14 +57,14 @@ class FrameSpec:
     inside: Header | None = None  # may a frame found inside a cut-off one be trusted? None: yes
 
 
-def _first_frame(buf: bytes, pos: int, spec: FrameSpec) -> int:
-    """Start of the first complete, checksum-valid (and trusted) frame at or after pos, or -1."""
+def _first_frame(buf: bytes, pos: int, limit: int, spec: FrameSpec) -> int:
+    """Start (before `limit`) of the first complete, checksum-valid, trusted frame at or after pos, or -1."""
     n, sb, at, overhead = len(buf), spec.start, spec.length_at, spec.overhead
     lo, hi, header, check, trusted = spec.min_len, spec.max_len, spec.header, spec.check, spec.inside
     marker = bytes((sb,)) if sb is not None else b""
     while True:
         start = buf.find(marker, pos) if marker else pos
-        if start < 0 or start + header > n:
+        if start < 0 or start >= limit or start + header > n:
             return -1
         length = buf[start + at]
         end = start + length + overhead
@@ -116,8 +116,8 @@ def split(buffer, final: bool, spec: FrameSpec) -> tuple[list, bytes]:
         if plausible is not None and not plausible(buf, start):
             pos = start + 1
             continue
-        later = _first_frame(buf, start + 1, spec)
-        if end <= n and not start < later < end:  # complete, and no frame cuts it short: corrupted
+        later = _first_frame(buf, start + 1, min(end, n), spec)
+        if end <= n and later < 0:  # complete, and no frame cuts it short: corrupted
             if start >= quiet_until:
                 append(DecodeError("bad_checksum", start))
                 quiet_until = end
