@@ -233,17 +233,21 @@ def encode_reader_info(type_code: int = 0x0C, version: tuple[int, int] = (2, 26)
 
 
 # --- decoding -----------------------------------------------------------------------------
-def _records(d: bytes, i: int, count: int, with_rssi: bool) -> list | None:
-    """(epc bytes, rssi raw) per record if `count` records fill d[i:] exactly, else None."""
-    out, n, tail = [], len(d), 1 if with_rssi else 0
+def _reports(d: bytes, i: int, count: int, port: int | None) -> list | None:
+    """One TagReport per record if `count` records fill d[i:] exactly, else None. `port` None:
+    the UHFReader18 layout (no RSSI; its one port)."""
+    out, n, tail = [], len(d), 0 if port is None else 1
+    append = out.append
     for _ in range(count):
         if i >= n:
             return None
         size = d[i]
-        if not size or size > MAX_EPC or i + 1 + size + tail > n:
+        j = i + 1 + size
+        if not size or size > MAX_EPC or j + tail > n:
             return None
-        out.append((d[i + 1:i + 1 + size], d[i + 1 + size] if with_rssi else None))
-        i += 1 + size + tail
+        epc = d[i + 1:j].hex().upper()
+        append(TagReport(DIALECT, epc, 1) if port is None else TagReport(DIALECT, epc, port, d[j] - 129))
+        i = j + tail
     return out if i == n else None
 
 
@@ -251,13 +255,13 @@ def _reader_item(buf: bytes, start: int, end: int):
     address, cmd, status = buf[start + 1], buf[start + 2], buf[start + 3]
     d = buf[start + 4:end - 2]
     if cmd == Cmd.INVENTORY and status in TAG_STATUS and d:
-        if len(d) >= 2 and (records := _records(d, 2, d[1], True)) is not None:
-            port = ANTENNA_BITS.get(d[0]) or antenna_port(d[0])
-            out: list = [TagReport(DIALECT, epc.hex().upper(), port, raw - 129) for epc, raw in records]
-        elif (records := _records(d, 1, d[0], False)) is not None:  # UHFReader18: no ANT, no RSSI
-            out = [TagReport(DIALECT, epc.hex().upper(), 1) for epc, _ in records]
-        else:
-            return DecodeError("bad_length", start)
+        out = None
+        if len(d) >= 2:
+            out = _reports(d, 2, d[1], ANTENNA_BITS.get(d[0]) or antenna_port(d[0]))
+        if out is None:
+            out = _reports(d, 1, d[0], None)  # UHFReader18: no ANT, no RSSI
+            if out is None:
+                return DecodeError("bad_length", start)
         out.append(Reply(address, cmd, status, b""))
         return out
     return Reply(address, cmd, status, d)
