@@ -25,7 +25,8 @@ the same latency everywhere:
 - Any other candidate running past the end of the input is kept as `rest` to wait for more
   bytes or, with `final=True` (no more bytes come: end of a capture, or the session's idle
   flush), it is `truncated`.
-- Fewer bytes than a header at the end are kept as `rest`, or dropped silently when final.
+- Fewer bytes than a header (`header`: enough to read the length byte and judge
+  `plausible`) at the end are kept as `rest`, or dropped silently when final.
 
 Error offsets count from buffer[0]. Pure: no I/O, no logging, no clock.
 """
@@ -89,28 +90,26 @@ def split(buffer, final: bool, spec: FrameSpec) -> tuple[list, bytes]:
                 return items, b""
         else:
             start = pos
-        if start + at >= n:  # the length byte is not here yet
+        if start + header > n:  # too little to judge yet
             return items, b"" if final else buf[start:]
         length = buf[start + at]
         if length < lo or length > hi:
             pos = start + 1
             continue
-        if start + header > n:
-            return items, b"" if final else buf[start:]
         end = start + length + overhead
         if end <= n and check(buf, start, end):
             item = make(buf, start, end)
             kind = item.__class__
-            if kind is DecodeError:  # checksum right, layout wrong: maybe garbage that passed; rescan inside
+            if kind is list:
+                extend(item)
+            elif kind is not DecodeError:
+                append(item)
+            else:  # checksum right, layout wrong: maybe garbage that passed; rescan inside
                 if start >= quiet_until:
                     append(item)
                     quiet_until = end
                 pos = start + 1
                 continue
-            if kind is list:
-                extend(item)
-            else:
-                append(item)
             pos = end
             continue
         if plausible is not None and not plausible(buf, start):
