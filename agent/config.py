@@ -272,10 +272,14 @@ def _array(doc: dict, key: str, schema: dict, problems: list[str]) -> list[tuple
 
 
 def _check_dialects(readers: list[tuple[str, dict]], dialects, problems: list[str]) -> None:
-    rules = {rule.name: rule for rule in dialects}
+    rules = {rule.name: rule for rule in dialects or ()}
     for where, item in readers:
         name = item.get("dialect")
         if name is None:
+            continue
+        if dialects is None:  # never let a name pass unchecked
+            problems.append(f"{where}.dialect: {name!r} cannot be checked: the configuration was read without "
+                            "the reader dialects (read it with agent.readers.registry.load_config)")
             continue
         rule = rules.get(name)
         if rule is None:
@@ -285,9 +289,10 @@ def _check_dialects(readers: list[tuple[str, dict]], dialects, problems: list[st
             problems.append(f"{where}.{key}: {message}")
 
 
-def parse(doc: dict, path: str = "<config>", *, dialects) -> Config:
+def parse(doc: dict, path: str = "<config>", *, dialects=None) -> Config:
     """Build a Config from a parsed TOML document, or raise ConfigError with every problem.
-    `dialects`: the `DialectRule`s of the reader dialects there are."""
+    `dialects`: the `DialectRule`s of the reader dialects there are; without them a
+    document with `[[readers]]` is refused (a dialect name is never taken unchecked)."""
     problems: list[str] = []
     for key in doc:
         if key not in TOP:
@@ -345,7 +350,7 @@ def default_path() -> str:
     return os.environ.get("LANEAGENT_CONFIG") or DEFAULT_PATH
 
 
-def load(path: str | None = None, *, dialects) -> Config:
+def load(path: str | None = None, *, dialects=None) -> Config:
     """Read and validate a config file; ConfigError says what is wrong and where. `dialects`:
     see `parse`; `agent.readers.registry.load_config(path)` passes the registry's."""
     path = path or default_path()

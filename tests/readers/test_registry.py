@@ -66,3 +66,14 @@ def test_config_takes_the_rules_as_data(tmp_path):
     with pytest.raises(ConfigError) as e:
         config.load(str(path), dialects=registry.rules())
     assert e.value.problems == ["readers[0].dialect: 'sirit' is not one of thingmagic, r2000, alien, chafon"]
+
+
+def test_without_the_rules_readers_are_refused_not_taken_unchecked(tmp_path):
+    path = tmp_path / "agent.toml"
+    path.write_text(lane_toml(tmp_path / "db"))  # no [[readers]]: nothing a dialect rule would check
+    assert config.load(str(path)).readers == ()
+    path.write_text(lane_toml(tmp_path / "db", readers=_reader("a", "thingmagic")))
+    with pytest.raises(ConfigError) as e:
+        config.load(str(path))
+    assert e.value.problems == ["readers[0].dialect: 'thingmagic' cannot be checked: the configuration was read "
+                                "without the reader dialects (read it with agent.readers.registry.load_config)"]
