@@ -1,8 +1,11 @@
 """The agent's TOML configuration (DESIGN 2.2): a schema that is also the reference.
 
-`load(path)` returns a frozen `Config` or raises `ConfigError` carrying every problem
-found, one line each as `key.path: message`, so a technician fixes them in one pass.
-Nothing here touches the database or the serial ports.
+`load(path, dialects)` returns a frozen `Config` or raises `ConfigError` carrying every
+problem found, one line each as `key.path: message`, so a technician fixes them in one
+pass. Nothing here touches the database or the serial ports. This is the base layer, so
+it knows no reader dialect: the caller passes the dialects' rules as data (`DialectRule`:
+a name and a check of a `[[readers]]` table of that dialect); the dialect registry does
+that in `agent.readers.registry.load_config(path)`, the entry point everyone uses.
 """
 
 from __future__ import annotations
@@ -16,14 +19,12 @@ from typing import Any, Callable
 from agent.errors import ConfigError
 
 DEFAULT_PATH = "/etc/laneagent/agent.toml"
-DIALECTS = ("thingmagic", "r2000", "alien", "chafon")
 SECTIONS = ("tags", "driver", "conveyance", "equipment", "trip", "shipments", "findings", "referral")
 SHARE_ITEMS = SECTIONS + ("alerts", "foreign_alerts")
 FINDING_CODES = (
     "lookout_hit", "no_trip", "driver_not_on_trip", "equipment_not_on_trip", "no_conveyance_tag",
     "no_driver_card", "unknown_tag", "credential_expired", "credential_revoked", "multiple_trips",
 )
-THINGMAGIC_REGIONS = ("NA", "EU", "KR", "IN", "JP", "PRC", "EU3", "AU", "NZ", "NA2", "NA3", "OPEN")
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,16 @@ class Config:
 Check = Callable[[Any], str | None]
 
 
+@dataclass(frozen=True)
+class DialectRule:
+    """What the config needs to know of one reader dialect: its name, and a check of a
+    `[[readers]]` table naming it (values already of the schema's types) that returns
+    (key, message) pairs, one per problem."""
+
+    name: str
+    check: Callable[[dict], list[tuple[str, str]]]
+
+
 def _positive(v: Any) -> str | None:
     return None if v > 0 else "must be greater than 0"
 
@@ -197,12 +208,12 @@ REFERRAL = {
 }
 READER = {
     "name": (str, True, _name),
-    "dialect": (str, True, _one_of(DIALECTS)),
+    "dialect": (str, True, None),  # checked against the dialect rules the caller passes
     "url": (str, True, None),
     "baudrate": (int, False, _positive),
     "antennas": (list, False, _antennas),
     "silence_timeout_s": (NUM, False, _positive),
-    "region": (str, False, _one_of(THINGMAGIC_REGIONS)),
+    "region": (str, False, None),  # each dialect's rule knows its regions
     "read_power_dbm": (NUM, False, lambda v: None if 0 <= v <= 33 else "must be between 0 and 33 dBm"),
 }
 TLS = {"ca": (str, True, None), "cert": (str, False, None), "key": (str, False, None)}
@@ -268,8 +279,28 @@ def _array(doc: dict, key: str, schema: dict, problems: list[str]) -> list[tuple
     return [(f"{key}[{i}]", _check_table(item, schema, f"{key}[{i}]", problems)) for i, item in enumerate(items)]
 
 
-def parse(doc: dict, path: str = "<config>") -> Config:
-    """Build a Config from a parsed TOML document, or raise ConfigError with every problem."""
+def _check_dialects(readers: list[tuple[str, dict]], dialects, problems: list[str]) -> None:
+    rules = {rule.name: rule for rule in dialects or ()}
+    for where, item in readers:
+        name = item.get("dialect")
+        if name is None:
+            continue
+        if dialects is None:  # never let a name pass unchecked
+            problems.append(f"{where}.dialect: {name!r} cannot be checked: the configuration was read without "
+                            "the reader dialects (read it with agent.readers.registry.load_config)")
+            continue
+        rule = rules.get(name)
+        if rule is None:
+            problems.append(f"{where}.dialect: {name!r} is not one of {', '.join(rules)}")
+            continue
+        for key, message in rule.check(item):
+            problems.append(f"{where}.{key}: {message}")
+
+
+def parse(doc: dict, path: str = "<config>", *, dialects=None) -> Config:
+    """Build a Config from a parsed TOML document, or raise ConfigError with every problem.
+    `dialects`: the `DialectRule`s of the reader dialects there are; without them a
+    document with `[[readers]]` is refused (a dialect name is never taken unchecked)."""
     problems: list[str] = []
     for key in doc:
         if key not in TOP:
@@ -283,6 +314,7 @@ def parse(doc: dict, path: str = "<config>") -> Config:
     cache = _check_table(doc.get("cache", {}), CACHE, "cache", problems)
     readers = _array(doc, "readers", READER, problems)
     backends = _array(doc, "backends", BACKEND, problems)
+    _check_dialects(readers, dialects, problems)
 
     if lane.get("entering") and lane.get("entering") == lane.get("leaving"):
         problems.append("lane.leaving: must differ from lane.entering")
@@ -328,8 +360,9 @@ def default_path() -> str:
     return os.environ.get("LANEAGENT_CONFIG") or DEFAULT_PATH
 
 
-def load(path: str | None = None) -> Config:
-    """Read and validate a config file; ConfigError says what is wrong and where."""
+def load(path: str | None = None, *, dialects=None) -> Config:
+    """Read and validate a config file; ConfigError says what is wrong and where. `dialects`:
+    see `parse`; `agent.readers.registry.load_config(path)` passes the registry's."""
     path = path or default_path()
     try:
         with open(path, "rb") as f:
@@ -340,4 +373,4 @@ def load(path: str | None = None) -> Config:
         raise ConfigError(path, ["permission denied (run as the laneagent user, or with sudo)"])
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, [f"not valid TOML: {e}"])
-    return parse(doc, path)
+    return parse(doc, path, dialects=dialects)

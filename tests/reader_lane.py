@@ -18,8 +18,8 @@ from simulators.scenario import Pass, Scenario, ScenarioTag
 SILENCE_S = 1.0
 FAST = {"backoff_initial_s": 0.1, "backoff_max_s": 0.5, "stable_s": 0.3, "round_timeout_s": 0.25,
         "command_timeout_s": 0.5}
-DIALECTS = ("thingmagic", "r2000", "alien", "chafon")
-NEW_DIALECTS = ("r2000", "alien", "chafon")
+DIALECTS = registry.names()  # every dialect the registry has: a new entry is tested at once
+NEW_DIALECTS = tuple(d for d in DIALECTS if d != "thingmagic")
 EPCS = ("E2801160600002054E2C1A2B", "3074257BF7194E4000001A85", "E28011606000020500000042")
 
 

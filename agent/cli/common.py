@@ -14,7 +14,8 @@ from agent.store.reader import StoreReader
 def load_config(args) -> config_mod.Config | None:
     """The config, or None after printing every problem (the caller exits 2)."""
     try:
-        return config_mod.load(args.config)
+        from agent.readers.registry import load_config  # the dialects' rules check [[readers]]; lazy: serial etc.
+        return load_config(args.config)
     except ConfigError as e:
         for problem in e.problems:
             print(f"{e.path}: {problem}", file=sys.stderr)

@@ -19,7 +19,7 @@ import json
 import re
 import sys
 
-from agent.readers import alien, registry
+from agent.readers import registry
 from agent.readers.report import DecodeError, TagReport
 
 EXIT_OK, EXIT_USAGE, EXIT_REJECTED = 0, 2, 3
@@ -44,8 +44,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--hex", metavar="HEX", help="bytes as hex; without it, raw bytes are read from stdin")
     parser.add_argument("--from-host", action="store_true", help="decode host-to-reader commands instead")
     parser.add_argument("--all", action="store_true", help="also print frames that are not tag reports")
+    tunable = ", ".join(d.name for d in registry.DIALECTS.values() if d.make_decoder is not None)
     parser.add_argument("--custom-format", metavar="FMT",
-                        help="alien: the reader's TagListCustomFormat (default %r)" % alien.DRIVER_FORMAT.replace("%", "%%"))
+                        help=f"{tunable}: the reader's tag line format (alien: TagListCustomFormat; "
+                             "default: the one laneagent sets)")
     parser.set_defaults(func=run)
     return parser
 
@@ -86,11 +88,12 @@ def run(args: argparse.Namespace) -> int:
     decode = spec.decode_host if from_host else spec.decode
     custom = getattr(args, "custom_format", None)
     if custom is not None:
-        if spec.name != "alien":
-            print("laneagent decode: --custom-format is for --dialect alien", file=sys.stderr)
+        if spec.make_decoder is None:
+            tunable = [d.name for d in registry.DIALECTS.values() if d.make_decoder is not None]
+            print(f"laneagent decode: --custom-format is for --dialect {' or '.join(tunable)}", file=sys.stderr)
             return EXIT_USAGE
         try:
-            decode = decode if from_host else alien.make_decoder(custom)
+            decode = decode if from_host else spec.make_decoder(custom)
         except (ValueError, re.error) as e:
             print(f"laneagent decode: --custom-format: {e}", file=sys.stderr)
             return EXIT_USAGE

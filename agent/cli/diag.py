@@ -19,6 +19,7 @@ import time
 
 from agent import __version__
 from agent import config as config_mod
+from agent.readers.registry import load_config
 from agent.cli import doctor as doctor_cmd
 from agent.cli.common import Paint
 from agent.diagnostics import bundle, traffic
@@ -64,7 +65,7 @@ def collect(config_path: str | None, timeout: float) -> dict[str, str]:
     files: dict[str, str] = {}
     notes: list[str] = []
     try:
-        cfg = config_mod.load(path)
+        cfg = load_config(path)
     except ConfigError as e:
         cfg = None
         notes.append(f"the config could not be loaded, so status, traffic and database are missing:\n{e}")

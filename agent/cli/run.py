@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agent import config as config_mod
 from agent import logsetup
 from agent.errors import ConfigError, StoreError
+from agent.readers.registry import load_config
 
 
 def register(subparsers) -> None:
@@ -21,7 +21,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     try:
-        cfg = config_mod.load(args.config)
+        cfg = load_config(args.config)
     except ConfigError as e:
         # Exit 2 before anything is opened: a broken config never touches the database.
         print(f"laneagent: refusing to start, the configuration has {len(e.problems)} problem(s):", file=sys.stderr)

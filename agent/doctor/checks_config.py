@@ -16,12 +16,13 @@ from agent.config import Config
 from agent.doctor.verdict import FAIL, WARN, Verdict, passed
 from agent.errors import ConfigError
 from agent.preflight import problems as preflight_problems
+from agent.readers.registry import load_config
 
 
 def check(path: str | None) -> tuple[Config | None, list[Verdict]]:
     path = path or config_mod.default_path()
     try:
-        cfg = config_mod.load(path)
+        cfg = load_config(path)
     except ConfigError as e:
         return None, [_config_problem(path, p) for p in e.problems]
     verdicts = []

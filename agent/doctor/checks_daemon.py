@@ -15,8 +15,9 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from agent.config import Config, load
+from agent.config import Config
 from agent.doctor.verdict import FAIL, WARN, Verdict, passed
+from agent.readers.registry import load_config as load
 from agent.errors import ConfigError
 from agent.statusfile import StatusFile, StatusUnavailable, StatusUnreadable
 

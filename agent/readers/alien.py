@@ -13,7 +13,11 @@ is skipped silently. Tag lines are found at the end of a line (regex search anch
 `$`), so noise glued in front of one costs nothing. The serial link has no checksum:
 `DRIVER_FORMAT`, the Custom format the session sets, prints every field twice and a tag
 line counts only if both copies agree (the repeated token compiles to a regex back
-reference), so a flipped bit cannot become a read. `make_decoder(fmt)` decodes another
+reference), so a flipped bit cannot become a read. The binary dialects' damage maps onto
+lines as tests/readers/test_codec_conformance.py shows: a line longer than MAX_LINE is
+`bad_length` (ended or not), a line cut short or whose copies disagree is `bad_syntax`
+(text has no length field or checksum to blame), one cut off by the end of the input is
+`truncated`; a line cut off and glued to the next one is noise in front of that line. `make_decoder(fmt)` decodes another
 `TagListCustomFormat` (`laneagent decode --custom-format`). Real readers beyond the notes:
 older models add `CRC:xxxx` (and newer ones other `Key:value` fields) to Text lines,
 which are accepted and ignored; replies spell values their own way (`set ... = off`
@@ -219,9 +223,14 @@ class Decoder:
         items: list = []
         append, line = items.append, self._line
         done = 0
-        for m in _LINE.finditer(buf):
+        # Only up to the last line end: on a tail without one, the line regex would try every
+        # start position to the end, quadratic in a long unfinished line.
+        ended = max(buf.rfind(b"\r"), buf.rfind(b"\n"), buf.rfind(b"\x00")) + 1
+        for m in _LINE.finditer(buf, 0, ended):
             text = m.group(1)
-            if text:
+            if len(text) > MAX_LINE:  # as when its end has not come yet: same error whatever the chunking
+                append(DecodeError("bad_length", m.start()))
+            elif text:
                 line(text, m.start(), append)
             if m.group(2) == b"\x00":
                 append(END)

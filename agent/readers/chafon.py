@@ -5,13 +5,12 @@ LEN counting the bytes after itself; replies carry STATUS, commands do not. The 
 CRC-16/MCRF4XX, computed here at C speed as binascii's CRC-CCITT over bit-reversed bytes
 (the reflected CRC of the data is the mirror image of the straight CRC of the mirrored data,
 and init 0xFFFF is its own mirror), so a whole frame, CRC included, leaves remainder 0.
-There is no start byte: every byte is a candidate LEN. A candidate whose header names a
-command, a status it answers and a length that status allows is "plausible" (commands:
-a known command): only plausible candidates that fail
-are counted as errors (others are line noise, skipped silently) and only they are waited
-for when unfinished; a valid CRC is accepted whatever the header says. As in `r2000`, a
-frame hiding inside an unfinished one is looked for only when `final=True` (the session's
-idle timeout). Inventory replies (cmd 0x01) become one `TagReport` per record followed by
+There is no start byte: every byte is a candidate LEN, and the shared resync loop
+(`agent.readers.framing`) does the rest. A candidate whose header names a command, a status
+it answers and a length that status allows is "plausible" (commands: a known command): only
+plausible candidates that fail are counted as errors (others are line noise, skipped
+silently), only they are waited for when unfinished, and only they count as a frame found
+inside a cut-off one; a valid CRC is accepted whatever the header says. Inventory replies (cmd 0x01) become one `TagReport` per record followed by
 one `Reply` carrying the round status. Wire facts: shared/protocols/README.md section 4.
 Real readers beyond the notes (captures published with open-source drivers): UHFReader18
 firmware answers `STATUS NUM {EPCLEN EPC}` without ANT and RSSI (reported as antenna 1, its
@@ -27,6 +26,7 @@ from binascii import crc_hqx
 from dataclasses import dataclass
 from enum import IntEnum
 
+from agent.readers.framing import FrameSpec, split
 from agent.readers.report import DecodeError, TagReport, enum_name
 
 DIALECT = "chafon"
@@ -233,48 +233,42 @@ def encode_reader_info(type_code: int = 0x0C, version: tuple[int, int] = (2, 26)
 
 
 # --- decoding -----------------------------------------------------------------------------
-def _records(d: bytes, i: int, count: int, with_rssi: bool) -> list | None:
-    """(epc bytes, rssi raw) per record if `count` records fill d[i:] exactly, else None."""
-    out, n, tail = [], len(d), 1 if with_rssi else 0
+def _reports(d: bytes, i: int, count: int, port: int | None) -> list | None:
+    """One TagReport per record if `count` records fill d[i:] exactly, else None. `port` None:
+    the UHFReader18 layout (no RSSI; its one port)."""
+    out, n, tail = [], len(d), 0 if port is None else 1
+    append = out.append
     for _ in range(count):
         if i >= n:
             return None
         size = d[i]
-        if not size or size > MAX_EPC or i + 1 + size + tail > n:
+        j = i + 1 + size
+        if not size or size > MAX_EPC or j + tail > n:
             return None
-        out.append((d[i + 1:i + 1 + size], d[i + 1 + size] if with_rssi else None))
-        i += 1 + size + tail
+        epc = d[i + 1:j].hex().upper()
+        append(TagReport(DIALECT, epc, 1) if port is None else TagReport(DIALECT, epc, port, d[j] - 129))
+        i = j + tail
     return out if i == n else None
 
 
-def _reader_items(buf: bytes, start: int, end: int, append) -> None:
+def _reader_item(buf: bytes, start: int, end: int):
     address, cmd, status = buf[start + 1], buf[start + 2], buf[start + 3]
     d = buf[start + 4:end - 2]
     if cmd == Cmd.INVENTORY and status in TAG_STATUS and d:
-        if len(d) >= 2 and (records := _records(d, 2, d[1], True)) is not None:
-            port = ANTENNA_BITS.get(d[0]) or antenna_port(d[0])
-            for epc, raw in records:
-                append(TagReport(DIALECT, epc.hex().upper(), port, raw - 129))
-        elif (records := _records(d, 1, d[0], False)) is not None:  # UHFReader18: no ANT, no RSSI
-            for epc, _ in records:
-                append(TagReport(DIALECT, epc.hex().upper(), 1))
-        else:
-            append(DecodeError("bad_length", start))
-            return
-        append(Reply(address, cmd, status, b""))
-        return
-    append(Reply(address, cmd, status, d))
+        out = None
+        if len(d) >= 2:
+            out = _reports(d, 2, d[1], ANTENNA_BITS.get(d[0]) or antenna_port(d[0]))
+        if out is None:
+            out = _reports(d, 1, d[0], None)  # UHFReader18: no ANT, no RSSI
+            if out is None:
+                return DecodeError("bad_length", start)
+        out.append(Reply(address, cmd, status, b""))
+        return out
+    return Reply(address, cmd, status, d)
 
 
-def _host_items(buf: bytes, start: int, end: int, append) -> None:
-    append(Command(buf[start + 1], buf[start + 2], buf[start + 3:end - 2]))
-
-
-class _Direction:
-    __slots__ = ("min_len", "header", "plausible", "make")
-
-    def __init__(self, min_len: int, header: int, plausible, make):
-        self.min_len, self.header, self.plausible, self.make = min_len, header, plausible, make
+def _host_item(buf: bytes, start: int, end: int) -> Command:
+    return Command(buf[start + 1], buf[start + 2], buf[start + 3:end - 2])
 
 
 def _reply_plausible(buf: bytes, pos: int) -> bool:
@@ -299,72 +293,19 @@ def _command_plausible(buf: bytes, pos: int) -> bool:
     return buf[pos + 2] in KNOWN_CMDS
 
 
-_READER = _Direction(MIN_REPLY_LEN, 4, _reply_plausible, _reader_items)
-_HOST = _Direction(MIN_COMMAND_LEN, 3, _command_plausible, _host_items)
-
-
-def _next_valid_frame(buf: bytes, pos: int, way: _Direction) -> int:
-    n = len(buf)
-    for p in range(pos, n - way.header + 1):
-        length = buf[p]
-        if length >= way.min_len and p + 1 + length <= n and way.plausible(buf, p) and _crc_ok(buf, p, p + 1 + length):
-            return p
-    return -1
-
-
-def _split(buffer, final: bool, way: _Direction) -> tuple[list, bytes]:
-    buf = bytes(buffer)
-    n, pos, quiet_until = len(buf), 0, 0
-    items: list = []
-    append = items.append
-    min_len, header, plausible, make = way.min_len, way.header, way.plausible, way.make
-    while pos < n:
-        length = buf[pos]
-        if length < min_len:
-            pos += 1
-            continue
-        end = pos + 1 + length
-        if end <= n and _crc_ok(buf, pos, end):
-            before = len(items)
-            make(buf, pos, end, append)
-            if type(items[before]) is DecodeError:  # CRC right, records wrong: rescan inside
-                if pos < quiet_until:
-                    del items[before:]
-                quiet_until = max(quiet_until, end)
-                pos += 1
-                continue
-            pos = end
-            continue
-        if pos + header > n:  # header not here yet: cannot tell noise from a frame start
-            if final:
-                return items, b""
-            return items, buf[pos:]
-        if not plausible(buf, pos):
-            pos += 1
-            continue
-        if end <= n:
-            if pos >= quiet_until:
-                append(DecodeError("bad_crc", pos))
-                quiet_until = end
-            pos += 1
-            continue
-        if not final:
-            return items, buf[pos:]
-        later = _next_valid_frame(buf, pos + 1, way)
-        if pos >= quiet_until:
-            append(DecodeError("bad_length" if later >= 0 else "truncated", pos))
-        if later < 0:
-            return items, b""
-        pos = quiet_until = later
-    return items, b""
+# `LEN ADR CMD [STATUS] DATA CRC(2)`: no start byte, LEN counts the bytes after itself.
+READER_FRAMES = FrameSpec(None, 0, 1, MIN_REPLY_LEN, 0xFF, 4, _crc_ok, _reader_item, _reply_plausible,
+                          _reply_plausible)
+HOST_FRAMES = FrameSpec(None, 0, 1, MIN_COMMAND_LEN, 0xFF, 3, _crc_ok, _host_item, _command_plausible,
+                        _command_plausible)
 
 
 def decode(buffer: bytes, final: bool = False) -> tuple[list, bytes]:
     """Reader-to-host bytes -> ([TagReport | Reply | DecodeError], rest to prepend next time).
-    Error offsets count from buffer[0]; `final=True`: no more bytes come."""
-    return _split(buffer, final, _READER)
+    Resync and error rules: `agent.readers.framing`. `final=True`: no more bytes come."""
+    return split(buffer, final, READER_FRAMES)
 
 
 def decode_host(buffer: bytes, final: bool = False) -> tuple[list, bytes]:
     """Host-to-reader bytes -> ([Command | DecodeError], rest), like `decode`."""
-    return _split(buffer, final, _HOST)
+    return split(buffer, final, HOST_FRAMES)

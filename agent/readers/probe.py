@@ -4,8 +4,8 @@ The port is opened once (exclusively, so a port the daemon holds is refused, not
 and its speed changed in place, to spare readers the DTR toggling of repeated opens. At
 each baud rate, most common first, the probe first listens (a ThingMagic module left
 streaming and an Alien reader in autonomous mode speak unasked; their frames name the
-dialect), then sends each dialect's identification query and waits for its answer:
-ThingMagic `get version` only (never `boot firmware`: a module in its bootloader stays
+dialect), then sends each dialect's identification query (from its registry entry) and
+waits for its answer: ThingMagic `get version` only (never `boot firmware`: a module in its bootloader stays
 there), R2000 `get firmware version`, Chafon `get reader information`, Alien a blank
 line (ends any half line our binary queries left) then `get ReaderVersion` and `get
 ReaderType`. All of them are read-only. Between queries it waits for the reply timeout,
@@ -24,14 +24,12 @@ from typing import Callable
 
 import serial
 
-from agent.readers import alien, chafon, r2000
-from agent.readers import thingmagic as tm
-from agent.readers.report import TagReport
+from agent.readers import registry
 
 log = logging.getLogger(__name__)
 
 BAUDS = (115200, 57600, 9600, 38400, 230400, 460800, 921600)  # the usual rates, most common first
-ORDER = ("thingmagic", "r2000", "chafon", "alien")
+ORDER = registry.probe_order()  # binary queries first, alien's blank line last
 
 
 @dataclass
@@ -64,35 +62,6 @@ class ProbeReport:
         return out
 
 
-def _tm_identify(item):
-    if type(item) is tm.Reply and item.opcode == tm.Opcode.GET_VERSION and item.ok and len(item.data) >= 20:
-        info = tm.parse_version(item.data)
-        return info.model, info.firmware_version
-    return None
-
-
-def _r2000_identify(item):
-    if type(item) is r2000.Reply and item.command == r2000.Cmd.GET_FIRMWARE_VERSION and len(item.data) == 2:
-        return "R2000", r2000.firmware_version(item)
-    return None
-
-
-def _chafon_identify(item):
-    if type(item) is chafon.Reply and item.command == chafon.Cmd.GET_READER_INFO and item.ok:
-        try:
-            info = chafon.parse_reader_info(item)
-        except ValueError:
-            return None
-        return info.model, info.firmware
-    return None
-
-
-def _alien_identify(item):
-    if type(item) is alien.Message and item.kind == "value" and item.name.lower().endswith("readerversion"):
-        return None, item.value
-    return None
-
-
 @dataclass(frozen=True)
 class Query:
     dialect: str
@@ -100,19 +69,14 @@ class Query:
     decode: Callable
     identify: Callable  # item -> (model, firmware) or None
     unasked: Callable  # item -> True if it proves the dialect without a question
+    model_query: bytes | None = None  # asked next when the answer names no model
+    model_of: Callable | None = None  # item -> model or None
 
 
-QUERIES = {
-    "thingmagic": Query("thingmagic", tm.build_get_version(), tm.decode, _tm_identify,
-                        lambda i: type(i) is TagReport or (type(i) is tm.Reply and i.opcode == tm.Opcode.READ_MULTIPLE)),
-    "r2000": Query("r2000", r2000.build_get_firmware_version(), r2000.decode, _r2000_identify,
-                   lambda i: type(i) in (TagReport, r2000.RoundEnd)),
-    "chafon": Query("chafon", chafon.build_get_reader_info(), chafon.decode, _chafon_identify,
-                    lambda i: type(i) is TagReport),
-    "alien": Query("alien", b"\r\n" + alien.build_get("ReaderVersion"), alien.decode, _alien_identify,
-                   lambda i: type(i) is TagReport or (type(i) is alien.Message and i.kind in (
-                       "prompt", "notify_begin", "notify_end"))),
-}
+# Each dialect's query and identification live in its registry entry; this is their view here.
+QUERIES = {d.name: Query(d.name, d.probe.request, d.decode, d.probe.identify, d.probe.unasked, d.probe.model_query,
+                         d.probe.model_of)
+           for d in registry.DIALECTS.values()}
 
 
 class PortBusy(Exception):
@@ -147,15 +111,11 @@ def _collect(port, query: Query, seconds: float, want: Callable) -> object:
     return None
 
 
-def _ask_alien_type(port) -> str | None:
+def _ask_model(port, query: Query) -> str | None:
+    """The dialect's second, read-only question, for readers whose first answer names no model."""
     port.reset_input_buffer()
-    port.write(alien.build_get("ReaderType"))
-    value = _collect(port, QUERIES["alien"], 1.0, lambda i: type(i) is alien.Message and i.kind == "value"
-                     and i.name.lower().endswith("readertype") and i.value)
-    if not value:
-        return None
-    model = value.split("Model:", 1)[1].split("(")[0].strip() if "Model:" in value else value
-    return model or None
+    port.write(query.model_query)
+    return _collect(port, query, 1.0, query.model_of)
 
 
 def _unasked(port, dialects, seconds: float) -> str | None:
@@ -190,8 +150,8 @@ def probe(url: str, bauds=BAUDS, dialects=ORDER, *, listen_s: float = 0.3, reply
                     answer = _collect(port, query, reply_timeout_s, query.identify)
                     if answer:
                         model, firmware = answer
-                        if name == "alien":
-                            model = _ask_alien_type(port)
+                        if model is None and query.model_query is not None:
+                            model = _ask_model(port, query)
                         report.found = Found(name, baud, model, firmware)
                         log.info("probe %s: %s at %d baud", url, name, baud)
                         return report

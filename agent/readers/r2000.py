@@ -4,12 +4,11 @@ Pure and table-driven: no I/O, no logging. A frame is `A0 LEN ADDR CMD DATA CKS`
 the bytes after itself, CKS the two's complement of the 8-bit sum of everything before it, so
 a whole frame sums to 0 mod 256. `decode(buffer)` turns reader-to-host bytes into
 `TagReport`s (real-time inventory 0x89/0x8A/0x8B and inventory-buffer 0x90/0x91 frames),
-`RoundEnd`s, `InventoryError`s, `Reply`s (everything else) and `DecodeError`s, resyncing on
-the next `A0`; `decode_host` does the same for host commands. An unfinished frame is kept as
-`rest` until more bytes come: an 8-bit checksum is too weak to trust a frame found *inside*
-an unfinished one, so cutting a frame short is left to the caller's idle timeout, which
-calls again with `final=True` (then the unfinished frame is `truncated`, or `bad_length` if
-a valid frame starts inside it). Wire facts: shared/protocols/README.md section 2.
+`RoundEnd`s, `InventoryError`s, `Reply`s (everything else) and `DecodeError`s through the
+shared resync loop (`agent.readers.framing`, start byte `A0`); `decode_host` does the same
+for host commands. An 8-bit checksum passes one random candidate in 256, so a frame found
+inside an unfinished one (which makes that one `bad_length` at once) must also answer a
+known command. Wire facts: shared/protocols/README.md section 2.
 Real readers beyond the notes (as open-source drivers handle them): an inventory error may
 come as `ANT CODE` (two data bytes: "antenna missing" names the port) as well as the notes'
 one-byte `CODE`. Decisions, unverified on hardware: a 0x8B tag frame may carry two phase
@@ -24,6 +23,7 @@ from binascii import crc_hqx
 from dataclasses import dataclass
 from enum import IntEnum
 
+from agent.readers.framing import FrameSpec, split
 from agent.readers.report import DecodeError, TagReport, enum_name
 
 DIALECT = "r2000"
@@ -309,68 +309,30 @@ def _host_item(buf: bytes, start: int, end: int) -> Command:
     return Command(buf[start + 2], buf[start + 3], buf[start + 4:end - 1])
 
 
-def _next_valid_frame(buf: bytes, pos: int) -> int:
-    n, find = len(buf), buf.find
-    while (start := find(b"\xa0", pos)) >= 0 and start + 1 < n:
-        end = start + 2 + buf[start + 1]
-        if buf[start + 1] >= MIN_LEN and end <= n and not sum(buf[start:end]) & 0xFF:
-            return start
-        pos = start + 1
-    return -1
+def _checksum_ok(buf: bytes, start: int, end: int) -> bool:
+    return not sum(buf[start:end]) & 0xFF  # CKS makes the whole frame sum to 0 mod 256
 
 
-def _split(buffer, final: bool, make_item) -> tuple[list, bytes]:
-    """Resync loop shared by both directions. A candidate failing its checksum is one
-    `bad_checksum` and is rescanned from its second byte (a real frame may hide behind a
-    stray A0); candidates inside a frame already reported stay silent."""
-    buf = bytes(buffer)
-    n, pos, quiet_until = len(buf), 0, 0
-    items: list = []
-    append, find = items.append, buf.find
-    while True:
-        start = find(b"\xa0", pos)
-        if start < 0:
-            return items, b""
-        if start + 1 == n:
-            return items, b"" if final else buf[start:]
-        length = buf[start + 1]
-        if length < MIN_LEN:
-            pos = start + 1
-            continue
-        end = start + 2 + length
-        if end > n:
-            if not final:
-                return items, buf[start:]
-            later = _next_valid_frame(buf, start + 1)
-            if start >= quiet_until:
-                append(DecodeError("bad_length" if later >= 0 else "truncated", start))
-            if later < 0:
-                return items, b""
-            pos = quiet_until = later
-            continue
-        if sum(buf[start:end]) & 0xFF:
-            if start >= quiet_until:
-                append(DecodeError("bad_checksum", start))
-                quiet_until = end
-            pos = start + 1
-            continue
-        item = make_item(buf, start, end)
-        if type(item) is DecodeError:  # checksum right, layout wrong: maybe garbage that summed to 0
-            if start >= quiet_until:
-                append(item)
-                quiet_until = end
-            pos = start + 1
-            continue
-        append(item)
-        pos = end
+KNOWN_CMDS = frozenset(int(c) for c in Cmd)
+
+
+def _known_command(buf: bytes, start: int) -> bool:
+    """A frame found inside a cut-off one must answer a known command: an 8-bit checksum
+    alone passes one random candidate in 256, too often inside a frame still arriving."""
+    return buf[start + 3] in KNOWN_CMDS
+
+
+# `A0 LEN ADDR CMD DATA CKS`: LEN counts the bytes after itself, at least ADDR CMD CKS.
+READER_FRAMES = FrameSpec(HEAD, 1, 2, MIN_LEN, 0xFF, 2, _checksum_ok, _reader_item, inside=_known_command)
+HOST_FRAMES = FrameSpec(HEAD, 1, 2, MIN_LEN, 0xFF, 2, _checksum_ok, _host_item, inside=_known_command)
 
 
 def decode(buffer: bytes, final: bool = False) -> tuple[list, bytes]:
     """Reader-to-host bytes -> ([TagReport | RoundEnd | InventoryError | Reply | DecodeError], rest).
-    Error offsets count from buffer[0]; `final=True`: no more bytes come."""
-    return _split(buffer, final, _reader_item)
+    Resync and error rules: `agent.readers.framing`. `final=True`: no more bytes come."""
+    return split(buffer, final, READER_FRAMES)
 
 
 def decode_host(buffer: bytes, final: bool = False) -> tuple[list, bytes]:
     """Host-to-reader bytes -> ([Command | DecodeError], rest), like `decode`."""
-    return _split(buffer, final, _host_item)
+    return split(buffer, final, HOST_FRAMES)

@@ -45,7 +45,7 @@ class DecodeError:
     Bytes skipped while resynchronising are not errors.
     """
 
-    code: str  # "bad_crc", "bad_length", "bad_syntax", "truncated", ...
+    code: str  # "bad_checksum", "bad_length", "bad_syntax", "truncated", "bad_tag_crc"
     offset: int
 
     def to_dict(self) -> dict:

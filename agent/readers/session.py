@@ -15,7 +15,10 @@ subclass and fill in the hooks: `decode`, `initialise`, `on_frame`, `poll`,
 `flush_after_s` is decoded with `final=True` (an idle timeout, as UARTs use), so a cut-off
 frame is counted and frames hidden behind a stray start byte come out without waiting for
 more traffic. `PollCycle` paces the commands of polling dialects (one round per antenna).
-The port's recent traffic is kept in a bounded ring per reader for `laneagent diag`.
+Counters (`ReaderCounts`, decode failures per error code) are safe to read from any
+thread through `snapshot()`. The transport can be wrapped (`wrap_transport`): the daemon
+passes a recorder of the port's recent traffic for `laneagent diag`; sessions import
+nothing of it, so the dependency points down.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from typing import Any, Callable
 from tenacity import Retrying, retry_if_exception_type, wait_exponential, wait_random
 
 from agent.config import ReaderConfig
-from agent.diagnostics.traffic import TrafficTap, ring_for
 from agent.errors import ReaderError
 from agent.readers.report import DecodeError, TagReport
 from agent.readers.transport import PORT_ERRORS, SerialTransport
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 
 OnReport = Callable[[str, TagReport, float, int], None]  # reader name, report, monotonic time, wall ms
 OnState = Callable[[str, str, str], None]  # reader name, state, detail
+WrapTransport = Callable[[Any], Any]  # transport -> a transport with the same methods (a traffic tap)
 CONNECTING, UP, DOWN, STOPPED = "connecting", "up", "down", "stopped"
 
 
@@ -44,73 +47,46 @@ class ReaderDown(Exception):
     """The session lost its reader (silence, reboot, port failure); the message says why."""
 
 
-class ReaderSession:
-    """Dialect-independent reader lifecycle; subclasses provide the hooks below."""
+class ReaderCounts:
+    """What a session counts, written by its thread and read by any (the daemon's status
+    thread): changed and copied under one lock, so `snapshot()` never sees a dict in the
+    middle of a change nor a total that disagrees with its parts. Decode failures are kept
+    per error code, rtl_433's `decode_fails[]`: every frame failing its checksum says
+    "wrong baud rate", a few among good ones say "noise"."""
 
-    dialect = ""
-    round_timeout_s = 2.0  # polling dialects: a round with no end this long is given up
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._reports = 0
+        self._failures: dict[str, int] = {}
+        self._reconnects = 0
+        self._last_report_wall_ms: int | None = None
 
-    def __init__(self, cfg: ReaderConfig, on_report: OnReport, on_state: OnState, *,
-                 backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0, command_timeout_s: float = 1.0,
-                 stable_s: float = 2.0, read_timeout_s: float = 0.02, flush_after_s: float = 0.1,
-                 round_timeout_s: float | None = None):
-        self.cfg = cfg
-        self.name = cfg.name
-        self._on_report = on_report
-        self._on_state = on_state
-        self.backoff_initial_s = backoff_initial_s
-        self.backoff_max_s = backoff_max_s
-        self.command_timeout_s = command_timeout_s
-        self.stable_s = stable_s  # proved alive this long after init = healthy: the next reconnect is immediate
-        self.flush_after_s = flush_after_s  # a line quiet this long mid-frame: the frame was cut off
-        if round_timeout_s is not None:
-            self.round_timeout_s = round_timeout_s
-        # The port's recent traffic goes to a bounded ring per reader, for `laneagent diag`.
-        self.transport = TrafficTap(SerialTransport(cfg.url, cfg.baudrate,
-                                                    read_timeout=min(read_timeout_s, cfg.silence_timeout_s / 4)),
-                                    ring_for(cfg.name))
-        self.state, self.state_detail = STOPPED, "not started"
-        self.model: str | None = None
-        self.firmware: str | None = None
-        self.reports = 0
-        self.decode_errors = 0
-        self.reconnects = 0  # times the reader came back up after being down
-        self.last_error: str | None = None
-        self.last_report_wall_ms: int | None = None
-        self.alive_mono = 0.0  # time.monotonic() of the last valid frame; 0.0 = never
-        self.streaming = False  # init done, reading reports
-        self._rest = b""
-        self._rx_mono = 0.0  # when bytes last arrived
-        self._ever_up = False
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+    def reported(self, count: int, wall_ms: int) -> None:
+        with self._lock:
+            self._reports += count
+            self._last_report_wall_ms = wall_ms
 
-    # --- the daemon's API --------------------------------------------------------------
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError(f"reader {self.name}: session already started")
-        self._thread = threading.Thread(target=self._run, name=f"reader-{self.name}", daemon=True)
-        self._thread.start()
+    def failed(self, code: str) -> None:
+        with self._lock:
+            self._failures[code] = self._failures.get(code, 0) + 1
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop streaming, close the port, join the thread (at most `timeout` seconds)."""
-        self._stopping.set()
-        thread = self._thread
-        if thread is None:
-            self._set_state(STOPPED, "")
-            return
-        if thread is not threading.current_thread():
-            thread.join(timeout)
-        if thread.is_alive():
-            log.warning("reader %s: session thread still running %.1f s after stop", self.name, timeout)
+    def reconnected(self) -> None:
+        with self._lock:
+            self._reconnects += 1
 
     def snapshot(self) -> dict:
-        return {"name": self.name, "dialect": self.dialect, "url": self.cfg.url, "state": self.state,
-                "model": self.model, "firmware": self.firmware, "reports": self.reports,
-                "decode_errors": self.decode_errors, "reconnects": self.reconnects,
-                "last_error": self.last_error, "last_report_wall_ms": self.last_report_wall_ms}
+        """reports, decode_errors (total), decode_failures {code: count}, reconnects, last_report_wall_ms."""
+        with self._lock:
+            failures = dict(self._failures)
+            return {"reports": self._reports, "decode_errors": sum(failures.values()), "decode_failures": failures,
+                    "reconnects": self._reconnects, "last_report_wall_ms": self._last_report_wall_ms}
 
-    # --- dialect hooks -----------------------------------------------------------------
+
+class DialectHooks:
+    """What a dialect's session fills in; the session calls these from its own thread."""
+
+    dialect = ""
+
     def decode(self, buffer: bytes, final: bool = False) -> tuple[list, bytes]:
         """The codec: bytes -> ([TagReport | DecodeError | other frames], rest)."""
         raise NotImplementedError
@@ -132,6 +108,26 @@ class ReaderSession:
 
     def is_stop_reply(self, item: Any) -> bool:
         return False
+
+
+class ReaderChannel(DialectHooks):
+    """The conversation with one reader over its transport: send, ask and wait for the
+    matching reply, read and dispatch what comes (reports to `on_report`, failures counted,
+    every valid frame proving the reader alive). Used from the session thread only."""
+
+    def __init__(self, cfg: ReaderConfig, on_report: OnReport, transport, command_timeout_s: float,
+                 flush_after_s: float):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.transport = transport
+        self.command_timeout_s = command_timeout_s
+        self.flush_after_s = flush_after_s  # a line quiet this long mid-frame: the frame was cut off
+        self.counts = ReaderCounts()
+        self.alive_mono = 0.0  # time.monotonic() of the last valid frame; 0.0 = never
+        self._on_report = on_report
+        self._rest = b""
+        self._rx_mono = 0.0  # when bytes last arrived
+        self._stopping = threading.Event()
 
     # --- helpers for dialects ----------------------------------------------------------
     def send(self, frame: bytes) -> None:
@@ -156,6 +152,114 @@ class ReaderSession:
                     break
         tries = f" ({attempts} tries)" if attempts > 1 else ""
         raise ReaderError(self.name, f"{what}: no answer within {timeout:g} s{tries}")
+
+    def _pump(self, matches: Callable[[Any], bool] | None = None) -> Any:
+        """Read one chunk and dispatch what it holds; return the first item `matches` accepts."""
+        data = self.transport.read()
+        if data:
+            self._rx_mono = time.monotonic()
+            items, self._rest = self.decode(self._rest + data if self._rest else data)
+        elif self._rest and time.monotonic() - self._rx_mono >= self.flush_after_s:
+            items, self._rest = self.decode(self._rest, True)  # the line went quiet mid-frame
+        else:
+            return None
+        if not items:
+            return None
+        mono, wall_ms = time.monotonic(), int(time.time() * 1000)
+        found, valid, reported, trouble = None, False, 0, None
+        for item in items:
+            kind = type(item)
+            if kind is TagReport:
+                valid = True
+                reported += 1
+                try:
+                    self._on_report(self.name, item, mono, wall_ms)
+                except Exception:
+                    log.exception("reader %s: on_report failed", self.name)
+            elif kind is DecodeError:
+                self.counts.failed(item.code)
+                log.debug("reader %s: %s at offset %d", self.name, item.code, item.offset)
+            else:
+                valid = True
+                if found is None and matches is not None and matches(item):
+                    found = item
+                elif trouble is None:
+                    try:
+                        self.on_frame(item)
+                    except ReaderDown as e:  # finish the chunk first: its reports are real reads
+                        trouble = e
+        if valid:
+            self.alive_mono = mono
+        if reported:
+            self.counts.reported(reported, wall_ms)
+        if trouble is not None:
+            raise trouble
+        return found
+
+
+class ReaderSession(ReaderChannel):
+    """Dialect-independent reader lifecycle; subclasses provide the `DialectHooks`."""
+
+    round_timeout_s = 2.0  # polling dialects: a round with no end this long is given up
+
+    def __init__(self, cfg: ReaderConfig, on_report: OnReport, on_state: OnState, *,
+                 wrap_transport: WrapTransport | None = None, backoff_initial_s: float = 0.5,
+                 backoff_max_s: float = 30.0, command_timeout_s: float = 1.0, stable_s: float = 2.0,
+                 read_timeout_s: float = 0.02, flush_after_s: float = 0.1, round_timeout_s: float | None = None):
+        transport = SerialTransport(cfg.url, cfg.baudrate, read_timeout=min(read_timeout_s, cfg.silence_timeout_s / 4))
+        super().__init__(cfg, on_report, wrap_transport(transport) if wrap_transport is not None else transport,
+                         command_timeout_s, flush_after_s)
+        self._on_state = on_state
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.stable_s = stable_s  # proved alive this long after init = healthy: the next reconnect is immediate
+        if round_timeout_s is not None:
+            self.round_timeout_s = round_timeout_s
+        self.state, self.state_detail = STOPPED, "not started"
+        self.model: str | None = None
+        self.firmware: str | None = None
+        self.last_error: str | None = None
+        self.streaming = False  # init done, reading reports
+        self._ever_up = False
+        self._thread: threading.Thread | None = None
+
+    # --- the daemon's API --------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError(f"reader {self.name}: session already started")
+        self._thread = threading.Thread(target=self._run, name=f"reader-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop streaming, close the port, join the thread (at most `timeout` seconds)."""
+        self._stopping.set()
+        thread = self._thread
+        if thread is None:
+            self._set_state(STOPPED, "")
+            return
+        if thread is not threading.current_thread():
+            thread.join(timeout)
+        if thread.is_alive():
+            log.warning("reader %s: session thread still running %.1f s after stop", self.name, timeout)
+
+    def snapshot(self) -> dict:
+        """The reader's state and counters; safe to call from any thread."""
+        return {"name": self.name, "dialect": self.dialect, "url": self.cfg.url, "state": self.state,
+                "model": self.model, "firmware": self.firmware, **self.counts.snapshot(),
+                "last_error": self.last_error}
+
+    @property
+    def reports(self) -> int:
+        return self.counts.snapshot()["reports"]
+
+    @property
+    def decode_errors(self) -> int:
+        return self.counts.snapshot()["decode_errors"]
+
+    @property
+    def reconnects(self) -> int:
+        """Times the reader came back up after being down."""
+        return self.counts.snapshot()["reconnects"]
 
     # --- the thread --------------------------------------------------------------------
     def _run(self) -> None:
@@ -189,7 +293,7 @@ class ReaderSession:
             up_at = self.alive_mono = time.monotonic()
             self.streaming = True
             if self._ever_up:
-                self.reconnects += 1
+                self.counts.reconnected()
             self._ever_up = True
             self._set_state(UP, f"{self.model or 'unknown model'}, firmware {self.firmware or 'unknown'}")
             self._read_until_down()
@@ -226,49 +330,6 @@ class ReaderSession:
             quiet = time.monotonic() - self.alive_mono
             if quiet > silence:
                 raise ReaderDown(f"no report and no keep-alive for {quiet:.1f} s")
-
-    def _pump(self, matches: Callable[[Any], bool] | None = None) -> Any:
-        """Read one chunk and dispatch what it holds; return the first item `matches` accepts."""
-        data = self.transport.read()
-        if data:
-            self._rx_mono = time.monotonic()
-            items, self._rest = self.decode(self._rest + data if self._rest else data)
-        elif self._rest and time.monotonic() - self._rx_mono >= self.flush_after_s:
-            items, self._rest = self.decode(self._rest, True)  # the line went quiet mid-frame
-        else:
-            return None
-        if not items:
-            return None
-        mono, wall_ms = time.monotonic(), int(time.time() * 1000)
-        found, valid, reported, trouble = None, False, False, None
-        for item in items:
-            kind = type(item)
-            if kind is TagReport:
-                valid = reported = True
-                self.reports += 1
-                try:
-                    self._on_report(self.name, item, mono, wall_ms)
-                except Exception:
-                    log.exception("reader %s: on_report failed", self.name)
-            elif kind is DecodeError:
-                self.decode_errors += 1
-                log.debug("reader %s: %s at offset %d", self.name, item.code, item.offset)
-            else:
-                valid = True
-                if found is None and matches is not None and matches(item):
-                    found = item
-                elif trouble is None:
-                    try:
-                        self.on_frame(item)
-                    except ReaderDown as e:  # finish the chunk first: its reports are real reads
-                        trouble = e
-        if valid:
-            self.alive_mono = mono
-        if reported:
-            self.last_report_wall_ms = wall_ms
-        if trouble is not None:
-            raise trouble
-        return found
 
     def _shutdown(self) -> None:
         if self.transport.is_open:

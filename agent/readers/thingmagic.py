@@ -2,8 +2,9 @@
 
 Pure and table-driven: no I/O, no logging. `decode(buffer)` splits module-to-host bytes
 into `TagReport`s, `Reply`s (every other frame: command replies, keep-alives) and
-`DecodeError`s, resynchronising on `FF` + a LEN of at most 0xF8, and returns the bytes
-of an unfinished frame for the next call; `decode_host` does the same for host-to-module
+`DecodeError`s through the shared resync loop (`agent.readers.framing`: a frame starts
+with `FF` + a LEN of at most 0xF8) and returns the bytes of an unfinished frame for the
+next call; `decode_host` does the same for host-to-module
 commands. `build_*` make host commands, `encode_*` make module replies (the simulator's).
 Wire facts: shared/protocols/README.md section 1. Decisions where the notes are silent:
 the antenna is the RX port (low nibble of the antenna byte; monostatic modules report
@@ -20,6 +21,7 @@ from binascii import crc_hqx
 from dataclasses import asdict, dataclass
 from enum import IntEnum
 
+from agent.readers.framing import FrameSpec, split
 from agent.readers.report import DecodeError, TagReport
 
 DIALECT = "thingmagic"
@@ -313,60 +315,6 @@ def _frame_crc_ok(buf: bytes, start: int, end: int) -> bool:
     return crc_hqx(buf[start + 1:end - 4], 0x1D0F) ^ (buf[end - 4] << 8 | buf[end - 3]) == wire
 
 
-def _next_valid_frame(buf: bytes, pos: int, overhead: int) -> int:
-    """Start of the first complete, CRC-valid frame at or after pos, or -1."""
-    n = len(buf)
-    while (start := buf.find(b"\xff", pos)) >= 0 and start + 1 < n:
-        end = start + buf[start + 1] + overhead
-        if buf[start + 1] <= MAX_LEN and end <= n and _frame_crc_ok(buf, start, end):
-            return start
-        pos = start + 1
-    return -1
-
-
-def _split(buffer, overhead: int, final: bool, make_item) -> tuple[list, bytes]:
-    """Shared resync loop: frames -> make_item(buf, start, end); damaged ones -> DecodeError.
-    A bad-CRC candidate is rescanned from its second byte so a real frame hiding behind a
-    stray FF is never lost. Candidates starting inside a frame already reported as bad
-    stay silent: one damaged frame is one error. An unfinished frame is kept as `rest`
-    unless a valid frame starts inside it (then it was cut short: `bad_length`), or the
-    input is `final` (then it is `truncated`).
-    """
-    buf = bytes(buffer)
-    n, pos, quiet_until = len(buf), 0, 0
-    items: list = []
-    append, find = items.append, buf.find
-    while True:
-        start = find(b"\xff", pos)
-        if start < 0:
-            return items, b""
-        if start + 1 == n:  # FF without its LEN yet: a frame start only once LEN proves it
-            return items, b"" if final else buf[start:]
-        length = buf[start + 1]
-        if length > MAX_LEN:
-            pos = start + 1
-            continue
-        end = start + length + overhead
-        if end > n:
-            later = _next_valid_frame(buf, start + 1, overhead)
-            if later < 0 and not final:
-                return items, buf[start:]
-            if start >= quiet_until:
-                append(DecodeError("bad_length" if later >= 0 else "truncated", start))
-            if later < 0:
-                return items, b""
-            pos = later
-            continue
-        if not _frame_crc_ok(buf, start, end):
-            if start >= quiet_until:
-                append(DecodeError("bad_crc", start))
-                quiet_until = end
-            pos = start + 1
-            continue
-        append(make_item(buf, start, end))
-        pos = end
-
-
 class _Layout:
     """Where each metadata field sits for one METADATAFLAGS value (built once per value)."""
 
@@ -436,13 +384,17 @@ def _host_item(buf: bytes, start: int, end: int) -> Command:
     return Command(buf[start + 2], buf[start + 3:end - 2])
 
 
+# `FF LEN ...`: LEN counts the data only; candidates with a LEN above 0xF8 are data, not frames.
+MODULE_FRAMES = FrameSpec(0xFF, 1, MODULE_OVERHEAD, 0, MAX_LEN, 2, _frame_crc_ok, _module_item)
+HOST_FRAMES = FrameSpec(0xFF, 1, HOST_OVERHEAD, 0, MAX_LEN, 2, _frame_crc_ok, _host_item)
+
+
 def decode(buffer: bytes, final: bool = False) -> tuple[list, bytes]:
     """Module-to-host bytes -> ([TagReport | Reply | DecodeError], rest to prepend next time).
-    Error offsets count from buffer[0]; `final=True`: no more bytes come, so an unfinished
-    frame at the end is `truncated`."""
-    return _split(buffer, MODULE_OVERHEAD, final, _module_item)
+    Resync and error rules: `agent.readers.framing`. `final=True`: no more bytes come."""
+    return split(buffer, final, MODULE_FRAMES)
 
 
 def decode_host(buffer: bytes, final: bool = False) -> tuple[list, bytes]:
     """Host-to-module bytes -> ([Command | DecodeError], rest), like `decode`."""
-    return _split(buffer, HOST_OVERHEAD, final, _host_item)
+    return split(buffer, final, HOST_FRAMES)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from agent import config
+from agent.readers.registry import load_config
 from agent.errors import ConfigError
 from tests.helpers import ROOT, backend_toml, lane_toml, run_agent
 
@@ -11,13 +11,13 @@ def problems_of(text: str, tmp_path) -> list[str]:
     path = tmp_path / "agent.toml"
     path.write_text(text)
     with pytest.raises(ConfigError) as e:
-        config.load(str(path))
+        load_config(str(path))
     assert str(e.value).startswith(str(path) + ": ")
     return e.value.problems
 
 
 def test_example_config_is_valid():
-    cfg = config.load(str(ROOT / "config" / "agent.example.toml"))
+    cfg = load_config(str(ROOT / "config" / "agent.example.toml"))
     assert cfg.lane.entering == "CA" and [b.name for b in cfg.backends] == ["cbsa", "cbp"]
     assert cfg.readers[0].antennas == (1, 2)
     assert cfg.base_topic(cfg.backends[0]) == "border/0901/C3"
@@ -26,7 +26,7 @@ def test_example_config_is_valid():
 def test_defaults_fill_in(tmp_path):
     path = tmp_path / "a.toml"
     path.write_text(lane_toml(tmp_path / "db", backends=backend_toml("cbsa", "CA", 1883)))
-    cfg = config.load(str(path))
+    cfg = load_config(str(path))
     assert cfg.store.retention_days == 7 and cfg.backends[0].mqtt_version == "5"
     assert cfg.referral.refer_on == ("lookout_hit", "no_trip", "credential_revoked", "driver_not_on_trip")
 
@@ -91,7 +91,7 @@ def test_share_and_refer_on_values(tmp_path):
 def test_not_toml_and_missing_file(tmp_path):
     assert problems_of("[lane\nport_code=", tmp_path)[0].startswith("not valid TOML")
     with pytest.raises(ConfigError) as e:
-        config.load(str(tmp_path / "absent.toml"))
+        load_config(str(tmp_path / "absent.toml"))
     assert "file not found" in e.value.problems[0]
 
 

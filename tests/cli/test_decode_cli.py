@@ -53,7 +53,7 @@ def test_rejected_frames_print_errors_and_exit_3(capsys):
     data = b"\x00\x01" + bytes(damaged) + KEEPALIVE + TAG + TAG[:9]
     code, lines, _ = run(capsys, "--hex", data.hex())
     assert code == 3
-    assert lines[0] == {"error": "bad_crc", "offset": 2}
+    assert lines[0] == {"error": "bad_checksum", "offset": 2}
     assert lines[1]["epc"] == "E2801160600002054E2C1A2B"
     assert lines[2] == {"error": "truncated", "offset": 2 + 2 * len(TAG) + len(KEEPALIVE)}
     assert len(lines) == 3  # the keep-alive is not a tag report
@@ -92,7 +92,7 @@ def test_stdin_pipe_long_capture_with_absolute_offsets():
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert done.returncode == 3, done.stderr
     assert len(lines) == 3002
-    assert lines[3000] == {"error": "bad_crc", "offset": len(head) + 1}
+    assert lines[3000] == {"error": "bad_checksum", "offset": len(head) + 1}
 
 
 def test_bad_hex_is_a_usage_error(capsys):

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from agent.app import Daemon
-from agent.config import load
+from agent.readers.registry import load_config as load
 from agent.diagnostics import bundle, traffic
 from agent.diagnostics.privacy import Scrubber, mask_epc
 from agent.readers import thingmagic as tm

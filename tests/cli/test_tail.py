@@ -14,7 +14,7 @@ import sys
 import time
 
 from agent.cli.tail import Follower
-from agent.config import load
+from agent.readers.registry import load_config as load
 from agent.store.reader import StoreReader
 from agent.store.writer import StoreWriter
 from tests.helpers import ROOT, backend_toml, lane_toml, payloads

@@ -131,7 +131,7 @@ def test_damaged_frame_is_one_error_then_resync():
     damaged = bytearray(MORE_2)
     damaged[12] ^= 0x20
     items, _ = chafon.decode(h("55") + bytes(damaged) + DONE_1)
-    assert items[0] == DecodeError("bad_crc", 1)
+    assert items[0] == DecodeError("bad_checksum", 1)
     assert [type(i).__name__ for i in items[1:]] == ["TagReport", "Reply"]
 
 
@@ -141,12 +141,12 @@ def test_crc_right_but_records_wrong_is_bad_length():
     assert chafon.decode(frame)[0] == [DecodeError("bad_length", 0)]
 
 
-def test_unfinished_frame_waits_until_final():
+def test_unfinished_frame_waits_until_final_unless_a_frame_cuts_it_short():
     assert chafon.decode(MORE_2[:10]) == ([], MORE_2[:10])
     assert chafon.decode(MORE_2[:10], final=True) == ([DecodeError("truncated", 0)], b"")
-    items, rest = chafon.decode(MORE_2[:10] + NO_TAG)  # a reader that reset mid-frame
-    assert items == [] and rest == MORE_2[:10] + NO_TAG
-    assert chafon.decode(rest, final=True)[0] == [DecodeError("bad_length", 0), chafon.decode(NO_TAG)[0][0]]
+    items, rest = chafon.decode(MORE_2[:10] + NO_TAG)  # a reader that reset mid-frame: reported at once
+    assert items == [DecodeError("bad_length", 0), chafon.decode(NO_TAG)[0][0]] and rest == b""
+    assert chafon.decode(MORE_2[:10] + NO_TAG, final=True) == (items, b"")
 
 
 def test_split_byte_by_byte_equals_whole():

@@ -140,11 +140,10 @@ def test_host_commands_match_hand_written_frames():
 def test_resync_after_garbage():
     # A0 01: too short to be a frame; A0 FF: a frame far too long, holding the TAG; A0 02: too short
     stream = h("00 A0 01 A0 FF 13") + TAG + h("12 34") + ROUND_END + h("A0 02 33") + FW_1_9
-    items, rest = r2000.decode(stream)
-    assert items == [] and rest == stream[3:]  # A0 FF might still be a frame: wait for more, or the end
-    items, rest = r2000.decode(stream, final=True)
-    assert items[0] == DecodeError("bad_length", 3)  # cut short: a valid frame starts inside it
-    assert [type(i).__name__ for i in items[1:]] == ["TagReport", "RoundEnd", "Reply"] and rest == b""
+    for final in (False, True):  # the one resync rule: a frame cut short is reported at once, final or not
+        items, rest = r2000.decode(stream, final=final)
+        assert items[0] == DecodeError("bad_length", 3)  # cut short: a valid frame starts inside it
+        assert [type(i).__name__ for i in items[1:]] == ["TagReport", "RoundEnd", "Reply"] and rest == b""
 
 
 def test_a_stray_a0_right_before_a_frame():
@@ -170,13 +169,17 @@ def test_length_that_disagrees_with_the_pc_word():
     assert with_phase.phase == 300 and with_phase.antenna == 3
 
 
-def test_unfinished_frame_waits_until_final():
+def test_unfinished_frame_waits_until_final_unless_a_frame_cuts_it_short():
     assert r2000.decode(TAG[:9]) == ([], TAG[:9])
     assert r2000.decode(TAG[:9], final=True) == ([DecodeError("truncated", 0)], b"")
-    items, rest = r2000.decode(TAG[:5] + ROUND_END)  # cut short by a reset: not trusted until final
-    assert items == [] and rest == TAG[:5] + ROUND_END
-    items, _ = r2000.decode(rest, final=True)
-    assert items == [DecodeError("bad_length", 0), r2000.RoundEnd(1, 0x89, 2, 50, 5)]
+    items, rest = r2000.decode(TAG[:5] + ROUND_END)  # cut short by a reset: reported at once, as in every dialect
+    assert items == [DecodeError("bad_length", 0), r2000.RoundEnd(1, 0x89, 2, 50, 5)] and rest == b""
+    assert r2000.decode(TAG[:5] + ROUND_END, final=True) == (items, b"")
+
+
+def test_a_frame_inside_a_cut_off_one_must_answer_a_known_command():
+    stray = _fix(h("A0 04 01 6F 10 00"))  # checksum right, but 0x6F is no command: garbage that summed to 0
+    assert r2000.decode(TAG[:5] + stray) == ([], TAG[:5] + stray)  # so the TAG may still be arriving
 
 
 def test_split_byte_by_byte_equals_whole():

@@ -20,7 +20,7 @@ import tracemalloc
 
 import pytest
 
-from agent.diagnostics.traffic import TrafficRing
+from agent.diagnostics.traffic import TrafficRing, TrafficTap
 from simulators.reader import SimulatedReader
 from tests.reader_lane import open_session, scenario
 
@@ -68,10 +68,11 @@ def soak(dialect: str, link: str, cycles: int = CYCLES) -> dict:
     options = {"boot_s": 0.0} if dialect != "thingmagic" else {}
     sim = SimulatedReader(dialect, scenario(), seed=1, link=link, **options).start()
     lane = CountingLane()
-    session = open_session(dialect, link, lane, antennas=(1,), **QUICK)
-    # The traffic ring for `laneagent diag` keeps up to 64 KiB of the very bytes the codec and
-    # the port made, which reads as growth until it is full: a small ring keeps this about leaks.
-    object.__setattr__(session.transport, "traffic", TrafficRing("soak", 128))
+    # The daemon taps the port for `laneagent diag` (wrap_transport); its ring keeps up to 64 KiB
+    # of the very bytes the codec and the port made, which reads as growth until it is full: a
+    # small ring keeps this about leaks.
+    session = open_session(dialect, link, lane, antennas=(1,),
+                           wrap_transport=lambda t: TrafficTap(t, TrafficRing("soak", 128)), **QUICK)
     try:
         session.start()
         until(lambda: lane.n_reports() > 0, 5, "first reports")

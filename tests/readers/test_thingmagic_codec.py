@@ -177,7 +177,7 @@ def test_corrupted_byte_is_one_error_then_resync():
     damaged = bytearray(TAG)
     damaged[20] ^= 0x40
     items, _ = tm.decode(h("01 02") + bytes(damaged) + KEEPALIVE + TAG_RSSI_ONLY)
-    assert items[0] == DecodeError("bad_crc", 2)
+    assert items[0] == DecodeError("bad_checksum", 2)
     assert items[1].is_keepalive and items[2].epc == "1122334455667788" and len(items) == 3
 
 
@@ -276,4 +276,4 @@ def test_error_offsets_count_from_the_buffer_start():
     rng = random.Random(7)
     garbage = bytes(rng.choice(range(0x00, 0xFF)) for _ in range(33))  # no FF inside
     items, _ = tm.decode(garbage + TAG[:-1] + b"\x00" + KEEPALIVE)
-    assert items[0] == DecodeError("bad_crc", 33) and items[1].is_keepalive
+    assert items[0] == DecodeError("bad_checksum", 33) and items[1].is_keepalive

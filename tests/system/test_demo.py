@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load as load_agent_config
+from agent.readers.registry import load_config as load_agent_config
 from simulators.demo import DemoOptions, run
 from simulators.demo.agentconfig import write_demo_config
 from simulators.demo.processes import Child, ChildError
