@@ -51,6 +51,7 @@ def gather(cfg) -> dict:
                                              for r in cfg.readers],
         "backends": backends,
         "cache": cache,
+        "cache_feed": daemon.get("cache_feed") or {},
         "journal": {"open_reads": open_reads},
         "disk": {"database_bytes": db_bytes, "free_bytes": disk.free,
                  "backlog_bytes": sum(x["event_bytes"] + x["alert_bytes"] for x in backlog.values()),
@@ -98,6 +99,23 @@ def _age(ms, now_ms) -> str:
     return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}min ago" if s < 7200 else f"{s / 3600:.1f}h ago"
 
 
+def _cache_feed_lines(feed: dict, now_ms: int, paint: Paint) -> list[str]:
+    """Snapshots being staged, the last swap, a dropped snapshot and resyncs asked for, per source."""
+    lines = []
+    for source, st in sorted((feed.get("staging") or {}).items()):
+        lines.append(f"  {source:<4} snapshot in progress: part {st['parts_received']} of {st['parts']}, "
+                     f"{st['records']} records staged, since {_age(st['since_ms'], now_ms)}")
+    for source, sw in sorted((feed.get("last_swap") or {}).items()):
+        lines.append(f"  {source:<4} last snapshot swapped in {_age(sw['at_ms'], now_ms)}: {sw['records']} records "
+                     f"in {sw['parts']} part(s), {sw['seconds']} s")
+    for source, d in sorted((feed.get("dropped") or {}).items()):
+        lines.append(paint.warn(f"  {source:<4} snapshot dropped {_age(d['at_ms'], now_ms)} after {d['parts_received']} "
+                                f"of {d['parts']} parts: {d['cause']}"))
+    for source in feed.get("resync_pending") or []:
+        lines.append(f"  {source:<4} resync requested, waiting for the back end")
+    return lines
+
+
 def render(doc: dict, paint: Paint) -> str:
     now_ms = int(time.time() * 1000)
     lane, d = doc["lane"], doc["daemon"]
@@ -133,6 +151,7 @@ def render(doc: dict, paint: Paint) -> str:
     lines.append("cache")
     for c in doc["cache"] or [{"source": "-", "records": 0, "seq": "-", "updated_ms": None}]:
         lines.append(f"  {c['source']:<4} {c['records']} records, seq {c['seq']}, updated {_age(c['updated_ms'], now_ms)}")
+    lines += _cache_feed_lines(doc.get("cache_feed") or {}, now_ms, paint)
     disk = doc["disk"]
     lines.append(f"disk     database {disk['database_bytes'] / 1e6:.1f} MB, backlog {disk['backlog_bytes'] / 1e6:.1f} "
                  f"of {disk['budget_bytes'] / 1e6:.0f} MB budget, {disk['free_bytes'] / 1e9:.1f} GB free")

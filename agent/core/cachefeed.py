@@ -167,7 +167,7 @@ class CacheFeed:
 
     def _starts_or_follows(self, m: CacheMessage, part: int, parts: int) -> bool:
         """Decide what a snapshot part is before its first record is written; False = not staged."""
-        msg, source, seq = m.msg, m.msg["source"], m.msg["seq"]
+        source, seq = m.msg["source"], m.msg["seq"]
         st = self.staging.get(source)
         live = self.gens.live(source)
         live_seq = live[0] if live else 0

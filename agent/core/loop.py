@@ -26,9 +26,11 @@ from agent.core.guard import ItemGuard, Pending, is_store_failure
 from agent.core.inbox import AlertOut, ReadItem, Wake
 from agent.core.items import ItemHandler
 from agent.core.outage import StoreOutage
+from agent.core.passages import Passages
+from agent.core.refusals import Refusals
 from agent.handoff import CommandMessage, Uplink
 from agent.lane import event as ev
-from agent.lane.passage import Aggregator, Closed, Read
+from agent.lane.passage import Aggregator
 from agent.readers.report import TagReport
 from agent.store.cache import CacheView
 from agent.store.writer import StoreWriter
@@ -53,25 +55,24 @@ class LaneCore:
         self.writer = writer
         self.wall_ms = wall_ms
         self.counters: Counter = Counter()  # owned by the core thread; others read `figures()`
-        self.aggregator = Aggregator(cfg.aggregation)
         self.inbox: queue.Queue = queue.Queue()
         self.outage = StoreOutage(self.counters)
+        self.refuse = Refusals(cfg, writer, self.counters, wall_ms)
         self.crossings = Crossings(cfg, writer, CacheView(writer.conn), self.counters, wall_ms)
+        self.passages = Passages(Aggregator(cfg.aggregation), self.crossings, writer)
         self.guard = ItemGuard(writer, self.counters, self._alarm)
         # back end name -> its link's request_resync(source, have_seq), set by whoever wires the links
         self.resync: dict[str, Callable[[str, int], None]] = {}
-        self.feed = CacheFeed(writer, self.counters, wall_ms, self._request_resync, self._refuse,
+        self.feed = CacheFeed(writer, self.counters, wall_ms, self._request_resync, self.refuse,
                               cfg.cache.snapshot_timeout_s)
-        self.items = ItemHandler(cfg, writer, self.feed, self.crossings, self.counters, wall_ms, self._refuse)
+        self.items = ItemHandler(cfg, writer, self.feed, self.crossings, self.counters, wall_ms, self.refuse)
         self.on_command = on_command  # accepted commands, after their commit (off this thread)
         self.on_committed: list[Callable[[], None]] = []  # links wake up to drain
         self.last_loop_mono = time.monotonic()
         self.last_commit_mono = time.monotonic()
         self.next_purge_mono = 0.0
         self._retry: list[Pending] = []  # items kept from the last batch (store failure, or a bug)
-        self._unclosed: list[Closed] = []  # passages journaled but whose event could not be written yet
         self._figures: dict = {"counters": {}, "set_aside": []}
-        self._refusals: dict[tuple[str, str], tuple[float | None, int]] = {}  # (backend, reason) -> (last alert, since)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="core", daemon=True)
 
@@ -103,7 +104,7 @@ class LaneCore:
         return self._thread.is_alive()
 
     def start(self) -> None:
-        self.replay_journal()
+        self.passages.replay(self.wall_ms())
         self.feed.recover()
         self._thread.start()
 
@@ -114,20 +115,6 @@ class LaneCore:
         self._thread.join(timeout)
 
     # --- the loop -------------------------------------------------------------------------
-    def replay_journal(self) -> None:
-        """Rebuild open passages from reads journaled before a restart or crash."""
-        rows = self.writer.open_reads()
-        if not rows:
-            return
-        now_mono, now_wall = time.monotonic(), self.wall_ms()
-        closed: list[Closed] = []
-        for read_id, reader, epc, antenna, rssi, count, wall_ms in rows:
-            t = now_mono - max(0, now_wall - wall_ms) / 1000
-            closed += self.aggregator.add(Read(read_id, reader, epc, antenna, rssi, count, wall_ms, t))
-        for c in closed + self.aggregator.tick(now_mono):
-            self.crossings.close_safely(c)
-        log.info("replayed %d journaled reads after restart", len(rows))
-
     def _run(self) -> None:
         while True:
             self.last_loop_mono = time.monotonic()
@@ -177,7 +164,7 @@ class LaneCore:
                     return batch
             return batch
         self.feed.tick(time.monotonic())
-        deadline = self.aggregator.next_deadline()
+        deadline = self.passages.next_deadline()
         timeout = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
         try:
             batch = [self.inbox.get(timeout=timeout if wait else 0.0)]
@@ -219,18 +206,7 @@ class LaneCore:
 
     def _advance(self, journaled: list[tuple[int, ReadItem]]) -> None:
         """Feed the journaled reads to the passages and write the events of those that close."""
-        closed, self._unclosed = self._unclosed, []
-        for read_id, r in journaled:
-            rep = r.report
-            closed += self.aggregator.add(Read(read_id, r.reader, rep.epc, rep.antenna, rep.rssi, rep.count or 1,
-                                               r.wall_ms, r.mono))
-        closed += self.aggregator.tick(time.monotonic())
-        for i, c in enumerate(closed):
-            try:
-                self.crossings.close_safely(c)
-            except sqlite3.Error:
-                self._unclosed = closed[i:]  # journaled already; closed when the store writes again
-                raise
+        self.passages.advance(journaled)
         if self.outage.error is not None:
             gap = self.outage.recovered()
             if gap:
@@ -259,28 +235,6 @@ class LaneCore:
             log.warning("no link to ask %s for a resync of %s", backend, source)
         else:
             ask(source, have_seq)
-
-    def _refuse(self, backend: str, reason: str, message: str) -> None:
-        """Count a refused downlink message and tell the back end that sent it (DESIGN 2.7).
-
-        One alert per back end and reason per REFUSAL_ALERT_EVERY_S; the ones in between
-        are counted and the next alert says how many. A resync answered with deltas on
-        the port's cache topic reaches every lane of the port as signed old seqs, and must
-        not become an alert storm."""
-        self.counters[f"downlink_rejected_{reason}"] += 1
-        self.counters["downlink_rejected"] += 1
-        key, now = (backend, reason), time.monotonic()
-        last, quiet = self._refusals.get(key, (None, 0))
-        if last is not None and now - last < REFUSAL_ALERT_EVERY_S:
-            self._refusals[key] = (last, quiet + 1)
-            log.debug("downlink from %s rejected (%s): %s", backend, reason, message)
-            return
-        self._refusals[key] = (now, 0)
-        log.warning("downlink from %s rejected (%s): %s%s", backend, reason, message,
-                    f" ({quiet} more since the last alert)" if quiet else "")
-        if any(b.name == backend and "alerts" in b.share for b in self.cfg.backends):
-            self.writer.add_alert(ev.alarm_alert("downlink_rejected", self.wall_ms(), cause=reason,
-                                                 message=message[:200], suppressed=quiet), [backend], self.wall_ms())
 
     def _publish_figures(self) -> None:
         # A new dict each turn: readers on other threads never iterate what this thread mutates.

@@ -138,7 +138,9 @@ def migrate(conn: sqlite3.Connection, steps: list[Step] | None = None) -> int:
     steps = STEPS if steps is None else steps
     start = conn.execute("PRAGMA user_version").fetchone()[0]
     if start > len(steps):
-        raise RuntimeError(f"database schema {start} is newer than this laneagent ({len(steps)}); upgrade laneagent")
+        raise RuntimeError(f"database schema {start} is not one this laneagent knows (it knows 1 to {len(steps)}): "
+                           "a newer laneagent wrote it, or release 0.1 (its schemas 2-4, before the schema was "
+                           "folded into a clean first version); upgrade laneagent, or move the database aside")
     db = Database(conn, recursive_triggers=False, execute_plugins=False)
     for version in range(start, len(steps)):
         conn.execute("BEGIN IMMEDIATE")
