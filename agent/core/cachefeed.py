@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 RequestResync = Callable[[str, str, int], None]  # (backend, source, have_seq)
 Refuse = Callable[[str, str, str], None]  # (backend, reason, message)
-SLICE_TARGET_S = 0.03  # one slice of cache work, between two group commits
+SLICE_TARGET_S = 0.04  # one slice of cache work, between two group commits
 RESYNC_AGAIN_S = 60.0  # a resync request with no answer is repeated after this long
 
 

@@ -37,7 +37,7 @@ def backend_connected(tmp_path):
 
 @pytest.fixture(scope="module")
 def agent_log(tmp_path_factory):
-    from tests.support.mosquitto import Mosquitto
+    from simulators.mosquitto import Mosquitto
 
     tmp = tmp_path_factory.mktemp("logging")
     link = str(tmp / "rfid-booth")
