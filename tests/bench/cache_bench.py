@@ -71,8 +71,10 @@ class ReadProbe:
 
     def _submit(self) -> None:
         while not self._stop.is_set():
+            # A new tag each time: repeated reads of one tag are aggregated into one row.
+            epc = f"E2000000000000000{len(self.submitted):07X}"
             self.submitted.append(time.perf_counter())
-            self.core.submit_read("probe", TagReport("thingmagic", "E20000000000000000000FFF", 1, rssi=-90),
+            self.core.submit_read("probe", TagReport("thingmagic", epc, 1, rssi=-90),
                                   time.monotonic(), int(time.time() * 1000))
             time.sleep(self.every_s)
 
