@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 RequestResync = Callable[[str, str, int], None]  # (backend, source, have_seq)
 Refuse = Callable[[str, str, str], None]  # (backend, reason, message)
-SLICE_TARGET_S = 0.04  # one slice of cache work, between two group commits
+SLICE_TARGET_S = 0.03  # one slice of cache work (one transaction), between two group commits
+STEP_RECORDS = 2000  # records written per step of a slice (~10 ms); a slice takes steps until its time is up
 RESYNC_AGAIN_S = 60.0  # a resync request with no answer is repeated after this long
 
 
@@ -52,7 +53,7 @@ class CacheFeed:
         self.resync_asked: dict[str, float] = {}  # source -> when (monotonic) we last asked
         self.snapshots = SnapshotStaging(self.gens, counters, wall_ms, self.ask_resync, snapshot_timeout_s)
         self._offset = 0  # records of the head message already written
-        self._slice = 2000  # records per slice, adapted to SLICE_TARGET_S
+        self._slice = STEP_RECORDS
         self._garbage = True  # generations to delete (checked at start)
 
     # --- from the core loop -----------------------------------------------------------------
@@ -74,18 +75,21 @@ class CacheFeed:
             self._garbage = True
 
     def work(self, guard: ItemGuard) -> None:
-        """One slice: part of the head message, or some rows of a generation no longer live."""
+        """One slice, one transaction of about SLICE_TARGET_S: the head messages (a slice may
+        run through several parts of a snapshot), or rows of a generation no longer live.
+        It commits without an fsync: a power cut may lose it, and a restart then drops the
+        staged parts and asks again; the next journal commit syncs it to disk anyway."""
         started = time.monotonic()
-        with self.writer.transaction():
-            if self.queue:
-                head = self.queue[0]
-                guard.run(head, self._step)  # a failure is retried at the next slice
-                if head.failures >= MAX_ATTEMPTS and self.queue and self.queue[0] is head:
-                    self._give_up(self.queue.popleft())  # set aside by the guard
-            elif self._garbage:
+        with self.writer.transaction(durable=False):
+            if not self.queue:
                 self.gens.collect_garbage(self._slice * 2)
                 self._garbage = self.gens.has_garbage()
-        self._adapt(time.monotonic() - started)
+            while self.queue and time.monotonic() - started < SLICE_TARGET_S:
+                head = self.queue[0]
+                if not guard.run(head, self._step):
+                    break  # retried at the next slice
+                if head.failures >= MAX_ATTEMPTS and self.queue and self.queue[0] is head:
+                    self._give_up(self.queue.popleft())  # set aside by the guard
 
     def ask_resync(self, backend: str, source: str) -> int:
         """Ask `backend` for a snapshot of `source` (a gap, a dropped snapshot, or a command)."""
@@ -190,9 +194,3 @@ class CacheFeed:
         if source in self.snapshots:
             self.snapshots.drop(source, "a part could not be applied")
             self._garbage = True
-
-    def _adapt(self, took_s: float) -> None:
-        if took_s > SLICE_TARGET_S * 1.5:
-            self._slice = max(100, self._slice // 2)
-        elif took_s < SLICE_TARGET_S / 2:
-            self._slice = min(50_000, int(self._slice * 1.5))
