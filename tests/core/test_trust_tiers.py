@@ -11,6 +11,7 @@ import pytest
 
 from agent import config
 from agent.app.commands import Commands
+from agent.app.daemon import Daemon
 from agent.core import LaneCore
 from agent.core.inbox import SetRandomRate
 from agent.handoff import CacheMessage, CommandMessage
@@ -143,3 +144,11 @@ def test_status_shows_both_rates_and_the_hour_of_facilitation(tmp_path):
     code, out, err = cli("--config", str(tmp_path / "agent.toml"), "status")
     assert "FAST lane" in out and "0.0 trusted" in out
     assert "last hour 3 passages" in out and "standard  1 passages, 1 referred (random 1)" in out
+
+    daemon = Daemon(config.load(str(tmp_path / "agent.toml")))  # what B/health carries
+    try:
+        report = daemon.figures.health_report()
+    finally:
+        daemon.writer.close()
+    assert report["random_rate"] == 1.0 and report["random_rate_trusted"] == 0.0 and report["lane_kind"] == "fast"
+    assert report["facilitation"] == f
