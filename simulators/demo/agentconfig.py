@@ -17,13 +17,14 @@ TEMPLATE = ROOT / "config" / "agent.example.toml"
 SECTIONS = ("tags", "driver", "conveyance", "equipment", "trip", "shipments", "findings", "referral")
 DEMO_LANE = {"port_code": "0901", "lane_id": "C3", "entering": "CA", "leaving": "US"}
 BACKEND_NAMES = {"CA": "cbsa", "US": "cbp"}
+DEMO_LANE_KIND = "fast"  # the demo lane is a FAST lane (DESIGN 2.7): trusted crossings and a truck that is not
 
 
 def demo_config(store_path: Path, reader_url: str, broker_ports: dict[str, int], host: str = "127.0.0.1",
                 template: Path = TEMPLATE, verify_keys: dict[str, str] | None = None) -> dict:
     """The template with the demo's lane, store, reader and brokers; one back end per country."""
     doc = tomllib.loads(template.read_text())
-    doc["lane"].update(DEMO_LANE, kind="fast")  # the demo lane is a FAST lane (DESIGN 2.7)
+    doc["lane"].update(DEMO_LANE, kind=DEMO_LANE_KIND)
     doc["store"]["path"] = str(store_path)
     doc.setdefault("aggregation", {})["idle_close_s"] = 2.0
     reader = dict(doc["readers"][0], name="booth", dialect="thingmagic", url=reader_url, silence_timeout_s=5)

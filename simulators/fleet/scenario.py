@@ -59,11 +59,11 @@ class PlannedPass:
     def to_json(self) -> dict:
         return {"at_s": self.at_s, "dwell_s": self.dwell_s, "label": self.label, "tags": list(self.tags)}
 
-    def expectation(self) -> dict:
+    def expectation(self, lane_kind: str = "general") -> dict:
         crew = self.crew
-        return {"at_s": self.at_s, "label": self.label, "case": crew.case,
-                "findings": list(self.expect_findings), "refer": self.must_refer(),
-                "tier": crew.tier, "findings_fast": list(self.findings_on("fast")),
+        return {"at_s": self.at_s, "label": self.label, "case": crew.case, "lane_kind": lane_kind,
+                "findings": list(self.findings_on(lane_kind)), "refer": self.must_refer(lane_kind=lane_kind),
+                "tier": crew.tier,
                 "lookout": list(crew.lookout) if crew.lookout else None,
                 "conveyance": crew.conveyance, "drivers": list(crew.drivers),
                 "equipment": list(crew.equipment), "trip": crew.trip, "epcs": sorted(self.epcs)}
@@ -84,8 +84,8 @@ class Scenario:
         return {"read_rate_hz": self.read_rate_hz, "repeat_every_s": self.repeat_every_s,
                 "passes": [p.to_json() for p in self.passes]}
 
-    def expectations(self) -> list[dict]:
-        return [p.expectation() for p in self.passes]
+    def expectations(self, lane_kind: str = "general") -> list[dict]:
+        return [p.expectation(lane_kind) for p in self.passes]
 
     def write(self, path: str | Path) -> Path:
         path = Path(path)
