@@ -25,6 +25,9 @@ def demo_config(store_path: Path, reader_url: str, broker_ports: dict[str, int],
     """The template with the demo's lane, store, reader and brokers; one back end per country."""
     doc = tomllib.loads(template.read_text())
     doc["lane"].update(DEMO_LANE, kind=DEMO_LANE_KIND)
+    # a truck with no business in a FAST lane is sent to secondary (it belongs in a general lane)
+    refer_on = list(doc["referral"].get("refer_on", []))
+    doc["referral"]["refer_on"] = refer_on + [c for c in ("not_fast_eligible",) if c not in refer_on]
     doc["store"]["path"] = str(store_path)
     doc.setdefault("aggregation", {})["idle_close_s"] = 2.0
     reader = dict(doc["readers"][0], name="booth", dialect="thingmagic", url=reader_url, silence_timeout_s=5)

@@ -59,10 +59,10 @@ class PlannedPass:
     def to_json(self) -> dict:
         return {"at_s": self.at_s, "dwell_s": self.dwell_s, "label": self.label, "tags": list(self.tags)}
 
-    def expectation(self, lane_kind: str = "general") -> dict:
+    def expectation(self, lane_kind: str = "general", refer_on: Iterable[str] = DEFAULT_REFER_ON) -> dict:
         crew = self.crew
         return {"at_s": self.at_s, "label": self.label, "case": crew.case, "lane_kind": lane_kind,
-                "findings": list(self.findings_on(lane_kind)), "refer": self.must_refer(lane_kind=lane_kind),
+                "findings": list(self.findings_on(lane_kind)), "refer": self.must_refer(refer_on, lane_kind),
                 "tier": crew.tier,
                 "lookout": list(crew.lookout) if crew.lookout else None,
                 "conveyance": crew.conveyance, "drivers": list(crew.drivers),
@@ -84,8 +84,8 @@ class Scenario:
         return {"read_rate_hz": self.read_rate_hz, "repeat_every_s": self.repeat_every_s,
                 "passes": [p.to_json() for p in self.passes]}
 
-    def expectations(self, lane_kind: str = "general") -> list[dict]:
-        return [p.expectation(lane_kind) for p in self.passes]
+    def expectations(self, lane_kind: str = "general", refer_on: Iterable[str] = DEFAULT_REFER_ON) -> list[dict]:
+        return [p.expectation(lane_kind, refer_on) for p in self.passes]
 
     def write(self, path: str | Path) -> Path:
         path = Path(path)
