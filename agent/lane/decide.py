@@ -1,7 +1,8 @@
-"""The lane's decision about one passage: link it, find what the officer should know, refer.
+"""The lane's decision about one passage: link it, find what the officer should know, judge
+its trust (the tier, and `not_fast_eligible` on a FAST lane), refer.
 
 `decide` is pure: the cache comes through the `CacheLookup` interface, the time and the
-referral rate are arguments, and the only randomness is the referral draw (`secrets`).
+referral rates are arguments, and the only randomness is the referral draw (`secrets`).
 The core gives it a passage and writes what it returns; nothing here touches the store.
 """
 

@@ -7,6 +7,12 @@ first crews play the demo's cases: a clean trip, a truck with no manifest, a dri
 with a lookout, a driver whose card was revoked; every other crew is ordinary traffic.
 Spare drivers, tomorrow's trips and expired lookouts fill the cache around them, as
 in a real one, without changing what any crew should produce.
+
+Programme memberships (DESIGN 2.7) are realistic: carriers in their home country's
+programme (PIP, C-TPAT) except every fourth, which is in none, and one in the EU's AEO,
+which only the US recognises; most drivers in FAST, more so on trusted carriers; most
+importers of a trusted carrier's trips in a recognised programme. Each crew knows
+whether it crosses trusted (`Crew.trusted`), and so what a FAST lane must find.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 Four trucks: a trusted crossing (FAST driver, PIP carrier, a trusted importer); a carrier
 in C-TPAT only, which the US recognises but CA (entering) does not here; team drivers with
-one not in FAST; a truck with no trip. Both back ends get every event with
-`referral.tier` and, where they share findings, `not_fast_eligible` with the same detail
-(ids only), and both verify the chain whatever their share. The random rates are 1.0 for
+one not in FAST; a truck with no trip. Both back ends, sharing different sections, get
+every event with `referral.tier` and `not_fast_eligible` with the same detail (ids
+only), and both verify the chain. The random rates are 1.0 for
 the trusted tier and 0.0 for the standard one with nothing in `refer_on`: exactly the
 trusted crossing is referred, at random.
 """
@@ -20,7 +20,7 @@ from tests.mqtt_probe import Probe
 
 H = 3600_000
 US_SHARE = ["tags", "conveyance", "findings", "referral", "alerts"]
-CA_ONLY = ["tags", "referral"]  # a receiver that does not share the findings still verifies the chain
+CA_SHARE = ["tags", "driver", "trip", "shipments", "findings", "referral"]
 
 
 def epc(kind: str, n: int) -> str:
@@ -76,7 +76,7 @@ def fast_lane_toml(tmp_path, sim_path, ca_port, us_port):
     text = lane_toml(tmp_path / "state" / "agent.db",
                      readers=f'[[readers]]\nname = "booth"\ndialect = "thingmagic"\nurl = "{sim_path}"\n'
                              'antennas = [1, 2]\nsilence_timeout_s = 3\n',
-                     backends=backend_toml("cbsa", "CA", ca_port, share=json.dumps(CA_ONLY)) + backend_toml(
+                     backends=backend_toml("cbsa", "CA", ca_port, share=json.dumps(CA_SHARE)) + backend_toml(
                          "cbp", "US", us_port, share=json.dumps(US_SHARE)))
     text = text.replace('leaving = "US"', 'leaving = "US"\nkind = "fast"')
     text = text.replace("random_rate = 0.0", "random_rate = 0.0\nrandom_rate_trusted = 1.0\nrefer_on = []")
@@ -106,15 +106,19 @@ def test_fast_lane_tiers_and_not_fast_eligible_reach_both_back_ends(tmp_path, br
             # the tier, on every event, to both receivers
             for events in (ev_ca, ev_us):
                 assert [e["referral"]["tier"] for e in events] == ["trusted", "standard", "standard", "standard"]
-            # not_fast_eligible with its exact detail, ids only
-            for e, expected in zip(ev_us, NOT_FAST):
-                got = [f["detail"] for f in e["findings"] if f["code"] == "not_fast_eligible"]
-                assert got == ([] if expected is None else [expected]), e["findings"]
-            # the receiver without findings holds the same digest of them: its chain checks all the same
+            # not_fast_eligible with its exact detail, ids only, the same to both receivers
+            for events in (ev_ca, ev_us):
+                for e, expected in zip(events, NOT_FAST):
+                    got = [f["detail"] for f in e["findings"] if f["code"] == "not_fast_eligible"]
+                    assert got == ([] if expected is None else [expected]), e["findings"]
             for a, b in zip(ev_ca, ev_us):
-                assert "findings" not in a and a["digests"] == b["digests"]
+                assert a["findings"] == b["findings"] and a["digests"] == b["digests"]
+                assert "driver" in a and "driver" not in b and "conveyance" in b and "conveyance" not in a
                 assert hashlib.sha256(cbor2.dumps(b["findings"], canonical=True)).hexdigest() == \
                     a["digests"]["findings"]
+            team = ev_ca[2]
+            assert {d["id"]: d["programs"] for d in team["driver"]} == {"D3": ["FAST"], "D4": []}
+            assert team["shipments"][0]["importer"] == "Lakes Ltd" and team["shipments"][0]["programs"] == ["C-TPAT"]
             # rates 1.0 (trusted) and 0.0 (standard): exactly the trusted crossing is referred, at random
             assert [e["referral"] for e in ev_us] == [
                 {"refer": True, "reasons": ["random"], "random": True, "tier": "trusted"}] + [
