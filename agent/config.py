@@ -24,7 +24,9 @@ SHARE_ITEMS = SECTIONS + ("alerts", "foreign_alerts")
 FINDING_CODES = (
     "lookout_hit", "no_trip", "driver_not_on_trip", "equipment_not_on_trip", "no_conveyance_tag",
     "no_driver_card", "unknown_tag", "credential_expired", "credential_revoked", "multiple_trips",
+    "not_fast_eligible",
 )
+LANE_KINDS = ("general", "fast")  # a "fast" lane checks FAST eligibility (DESIGN 2.7)
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class LaneConfig:
     entering: str
     leaving: str
     eta_window_h: float = 12
+    kind: str = "general"
 
 
 DEFAULT_STORE_PATH = "/var/lib/laneagent/agent.db"
@@ -61,6 +64,23 @@ class AggregationConfig:
 class ReferralConfig:
     random_rate: float = 0.02
     refer_on: tuple[str, ...] = ("lookout_hit", "no_trip", "credential_revoked", "driver_not_on_trip")
+    random_rate_trusted: float | None = None  # None: the same as random_rate (DESIGN 2.7)
+
+    def __post_init__(self):
+        if self.random_rate_trusted is None:
+            object.__setattr__(self, "random_rate_trusted", self.random_rate)
+
+
+@dataclass(frozen=True)
+class ProgramsConfig:
+    """The trust programmes (DESIGN 2.7): driver programmes, and the company programmes
+    each country recognises (mutual recognition: the entering country's list decides)."""
+
+    drivers: tuple[str, ...] = ()
+    companies: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def recognised(self, country: str) -> frozenset[str]:
+        return frozenset(self.companies.get(country, ()))
 
 
 @dataclass(frozen=True)
@@ -114,6 +134,7 @@ class Config:
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     referral: ReferralConfig = field(default_factory=ReferralConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    programs: ProgramsConfig | None = None  # None: nothing is trusted (DESIGN 2.7)
     readers: tuple[ReaderConfig, ...] = ()
     backends: tuple[BackendConfig, ...] = ()
 
@@ -203,6 +224,7 @@ LANE = {
     "entering": (str, True, _country),
     "leaving": (str, True, _country),
     "eta_window_h": (NUM, False, _positive),
+    "kind": (str, False, _one_of(LANE_KINDS)),
 }
 STORE = {
     "path": (str, False, None),
@@ -220,6 +242,26 @@ AGGREGATION = {
 REFERRAL = {
     "random_rate": (NUM, False, _rate),
     "refer_on": (list, False, _all_of(FINDING_CODES)),
+    "random_rate_trusted": (NUM, False, _rate),
+}
+
+
+def _programme_names(v: list) -> str | None:
+    return None if all(isinstance(p, str) and p for p in v) else "must be a list of programme names (strings)"
+
+
+def _companies(v: dict) -> str | None:
+    for country, names in v.items():
+        if _country(country):
+            return f"{country!r} is not an ISO 3166 alpha-2 code like \"CA\""
+        if not isinstance(names, list) or _programme_names(names):
+            return f"{country}: must be a list of programme names (strings)"
+    return None
+
+
+PROGRAMS = {
+    "drivers": (list, False, _programme_names),
+    "companies": (dict, False, _companies),
 }
 READER = {
     "name": (str, True, _name),
@@ -250,8 +292,8 @@ BACKEND = {
     "verify_key": (str, False, None),
 }
 CACHE = {"snapshot_timeout_s": (NUM, False, _positive)}
-TOP = {"lane": dict, "store": dict, "aggregation": dict, "referral": dict, "cache": dict, "readers": list,
-       "backends": list}
+TOP = {"lane": dict, "store": dict, "aggregation": dict, "referral": dict, "cache": dict, "programs": dict,
+       "readers": list, "backends": list}
 TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "a table", NUM: "a number"}
 
 
@@ -327,6 +369,7 @@ def parse(doc: dict, path: str = "<config>", *, dialects=None) -> Config:
     aggregation = _check_table(doc.get("aggregation", {}), AGGREGATION, "aggregation", problems)
     referral = _check_table(doc.get("referral", {}), REFERRAL, "referral", problems)
     cache = _check_table(doc.get("cache", {}), CACHE, "cache", problems)
+    programs = _check_programs(doc, lane, problems)
     readers = _array(doc, "readers", READER, problems)
     backends = _array(doc, "backends", BACKEND, problems)
     _check_dialects(readers, dialects, problems)
@@ -366,9 +409,28 @@ def parse(doc: dict, path: str = "<config>", *, dialects=None) -> Config:
         aggregation=AggregationConfig(**aggregation),
         referral=ReferralConfig(**referral),
         cache=CacheConfig(**cache),
+        programs=programs,
         readers=tuple(ReaderConfig(**item) for _, item in readers),
         backends=tuple(BackendConfig(**item) for _, item in backends),
     )
+
+
+def _check_programs(doc: dict, lane: dict, problems: list[str]) -> ProgramsConfig | None:
+    """[programs]: absent means nothing is trusted; a FAST lane cannot work without it, and
+    a table that recognises no company programme for the entering country could never
+    trust a carrier (say `CA = []` to mean that on purpose)."""
+    if "programs" not in doc:
+        if lane.get("kind") == "fast":
+            problems.append("lane.kind: \"fast\" needs a [programs] table (DESIGN 2.7): without it no crossing "
+                            "is trusted and every truck would be not_fast_eligible")
+        return None
+    table = _check_table(doc["programs"], PROGRAMS, "programs", problems)
+    companies = {c: tuple(names) for c, names in table.get("companies", {}).items()}
+    entering = lane.get("entering")
+    if entering and not any(p.startswith("programs.companies") for p in problems) and entering not in companies:
+        problems.append(f"programs.companies: names no programmes for lane.entering ({entering}), so no carrier "
+                        f"could ever be trusted; write {entering} = [] if that is meant")
+    return ProgramsConfig(drivers=tuple(table.get("drivers", ())), companies=companies)
 
 
 def default_path() -> str:

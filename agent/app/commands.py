@@ -17,6 +17,7 @@ from typing import Callable, Mapping
 from agent.core import LaneCore
 from agent.core.inbox import AskResync, SetRandomRate
 from agent.handoff import CommandMessage
+from agent.lane.trust import STANDARD, TIERS, TRUSTED
 from agent.store.reader import StoreReader
 
 log = logging.getLogger(__name__)
@@ -79,11 +80,17 @@ class Commands:
             self.core.submit(AskResync(cmd.backend, source))
             return {"requested": source, "have_seq": have}
         if name == "set_random_rate":
-            rate = args.get("rate")
-            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= MAX_RANDOM_RATE:
-                raise ValueError(f"set_random_rate needs args.rate between 0 and {MAX_RANDOM_RATE}")
-            was = self.core.random_rate
-            self.core.submit(SetRandomRate(float(rate)))
-            log.warning("random referral rate change asked by back end %s: %s -> %s", cmd.backend, was, rate)
-            return {"random_rate": float(rate), "was": was}
+            return self._set_random_rate(cmd.backend, args)
         raise ValueError(f"unknown command {name!r} (known: {', '.join(KNOWN)})")
+
+    def _set_random_rate(self, backend: str, args: dict) -> dict:
+        """`{rate}` sets the standard tier's rate (the old form); `{rate, tier}` either tier's (DESIGN 2.7)."""
+        rate, tier = args.get("rate"), args.get("tier", STANDARD)
+        if tier not in TIERS:
+            raise ValueError(f"set_random_rate: args.tier must be one of {', '.join(TIERS)}, not {tier!r}")
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= MAX_RANDOM_RATE:
+            raise ValueError(f"set_random_rate needs args.rate between 0 and {MAX_RANDOM_RATE}")
+        was = self.core.crossings.random_rate_trusted if tier == TRUSTED else self.core.random_rate
+        self.core.submit(SetRandomRate(float(rate), tier))
+        log.warning("random referral rate (%s) change asked by back end %s: %s -> %s", tier, backend, was, rate)
+        return {"random_rate": float(rate), "tier": tier, "was": was}

@@ -15,6 +15,7 @@ from agent.app.alarm_rules import AlarmRules
 from agent.app.alarms import Alarms
 from agent.config import Config
 from agent.core import LaneCore
+from agent.lane.facilitation import WINDOW_MS, facilitation
 from agent.store.reader import StoreReader
 
 
@@ -37,6 +38,8 @@ class Figures:
             "counters": self.core.figures()["counters"],
             "cache_feed": self.core.figures().get("cache", {}),
             "random_rate": self.core.random_rate,
+            "random_rate_trusted": self.core.crossings.random_rate_trusted,
+            "lane_kind": self.cfg.lane.kind,
             "alarms": self.alarms.active(),
             "clock": self.rules.clock.figures(),
             "backlog_bytes": self.rules.backlog_bytes,
@@ -49,7 +52,9 @@ class Figures:
             seq, head = store.chain_head()
             backlog = {b.name: store.backlog(b.name) for b in self.cfg.backends}
             gaps = store.gaps(10)
-        return {**self.health(), "chain": {"seq": seq, "hash": head}, "backlog": backlog, "gaps": gaps}
+            hour = facilitation(store.crossings_since(int(time.time() * 1000) - WINDOW_MS))
+        return {**self.health(), "chain": {"seq": seq, "hash": head}, "backlog": backlog, "gaps": gaps,
+                "facilitation": hour}
 
     def birth(self) -> dict:
         with StoreReader(self.cfg.store.path) as store:

@@ -34,7 +34,11 @@ def lookup(cache: CacheView, epc: str, now_ms: int, eta_window_h: float) -> dict
                       for t in trips],
             "lookouts": [{"source": s, **lk} for s, lk in lookouts],
         })
-    return {"epc": epc, "epc_uri": epc_uri(epc), "records": records,
+    # the carrier records (any source) the truck or its trips name: what trust looks at (DESIGN 2.7)
+    codes = sorted({c for r in records for c in [r["record"].get("carrier")] + [t.get("carrier") for t in r["trips"]]
+                    if isinstance(c, str)})
+    carriers = [{"source": s, **rec} for code in codes for s, rec in cache.records("carrier", code)]
+    return {"epc": epc, "epc_uri": epc_uri(epc), "records": records, "carriers": carriers,
             "epc_lookouts": [{"source": s, **lk} for s, lk in cache.lookouts("epc", epc, now_ms)]}
 
 
@@ -60,6 +64,9 @@ def run(args) -> int:
                   f"{'' if t['in_eta_window'] else '  (outside the ETA window)'}")
         for lk in r["lookouts"]:
             print(f"  LOOKOUT {lk['id']} from {lk['source']}: {lk.get('reason')} (severity {lk.get('severity')})")
+    for c in doc["carriers"]:
+        print(f"  carrier {c['id']} (source {c['source']}): {c.get('name') or '-'}, programs "
+              f"{', '.join(c.get('programs') or []) or 'none'}")
     for lk in doc["epc_lookouts"]:
         print(f"  LOOKOUT on the EPC itself {lk['id']} from {lk['source']}: {lk.get('reason')}")
     return 0 if doc["records"] or doc["epc_lookouts"] else 1

@@ -14,6 +14,7 @@ import time
 
 from agent.cli.common import Paint, load_config, print_json
 from agent.errors import StoreError
+from agent.lane.facilitation import WINDOW_MS, facilitation
 from agent.statusfile import StatusFile, StatusUnavailable
 from agent.store.reader import StoreReader
 
@@ -34,6 +35,7 @@ def gather(cfg) -> dict:
         backlog = {b.name: store.backlog(b.name, now_ms) for b in cfg.backends}
         cache = store.cache_sources()
         open_reads = store.open_reads()
+        hour = facilitation(store.crossings_since(now_ms - WINDOW_MS))
     daemon = _daemon_state(cfg, now_ms)
     db_bytes = sum(os.path.getsize(p) for p in (cfg.store.path, cfg.store.path + "-wal") if os.path.exists(p))
     disk = shutil.disk_usage(os.path.dirname(os.path.abspath(cfg.store.path)))
@@ -44,7 +46,7 @@ def gather(cfg) -> dict:
                          **live, **backlog[b.name]})
     doc = {
         "lane": {"port": cfg.lane.port_code, "lane": cfg.lane.lane_id, "entering": cfg.lane.entering,
-                 "leaving": cfg.lane.leaving},
+                 "leaving": cfg.lane.leaving, "kind": cfg.lane.kind},
         "daemon": {k: daemon.get(k) for k in ("running", "pid", "version", "started_ms", "updated_ms", "problems")},
         "chain": {"last_seq": last_seq, "head_hash": head},
         "readers": daemon.get("readers") or [{"name": r.name, "dialect": r.dialect, "url": r.url, "state": "unknown"}
@@ -58,6 +60,8 @@ def gather(cfg) -> dict:
                  "budget_bytes": int(cfg.store.max_queue_mb * 1024 * 1024)},
         "counters": daemon.get("counters", {}),
         "random_rate": daemon.get("random_rate", cfg.referral.random_rate),
+        "random_rate_trusted": daemon.get("random_rate_trusted", cfg.referral.random_rate_trusted),
+        "facilitation": hour,
         "clock": daemon.get("clock"),
         "alarms": daemon.get("alarms", []),
     }
@@ -116,11 +120,25 @@ def _cache_feed_lines(feed: dict, now_ms: int, paint: Paint) -> list[str]:
     return lines
 
 
+def _facilitation_lines(f: dict) -> list[str]:
+    """The last hour: passages, time in the read field, trusted share, referrals by tier and reason."""
+    if not f["passages"]:
+        return ["last hour no passages"]
+    field = f["field_time_s"]
+    lines = [f"last hour {f['passages']} passages, in the read field median {field['median']:.1f} s, "
+             f"p90 {field['p90']:.1f} s; trusted {f['trusted_share']:.0%}"]
+    for tier, t in f["tiers"].items():
+        reasons = ", ".join(f"{code} {n}" for code, n in t["reasons"].items()) or "-"
+        lines.append(f"  {tier:<9} {t['passages']} passages, {t['referred']} referred ({reasons})")
+    return lines
+
+
 def render(doc: dict, paint: Paint) -> str:
     now_ms = int(time.time() * 1000)
     lane, d = doc["lane"], doc["daemon"]
     state = paint.good("healthy") if doc["healthy"] else paint.warn("DEGRADED")
-    lines = [f"lane {lane['port']}/{lane['lane']}  {lane['leaving']} -> {lane['entering']}   {state}"]
+    kind = "  FAST lane" if lane.get("kind") == "fast" else ""
+    lines = [f"lane {lane['port']}/{lane['lane']}  {lane['leaving']} -> {lane['entering']}{kind}   {state}"]
     if d.get("running"):
         lines.append(f"daemon   pid {d['pid']}, laneagent {d['version']}, up since {_age(d['started_ms'], now_ms)}")
     else:
@@ -155,7 +173,8 @@ def render(doc: dict, paint: Paint) -> str:
     disk = doc["disk"]
     lines.append(f"disk     database {disk['database_bytes'] / 1e6:.1f} MB, backlog {disk['backlog_bytes'] / 1e6:.1f} "
                  f"of {disk['budget_bytes'] / 1e6:.0f} MB budget, {disk['free_bytes'] / 1e9:.1f} GB free")
-    lines.append(f"referral random rate {doc['random_rate']}")
+    lines.append(f"referral random rate {doc['random_rate']} standard, {doc['random_rate_trusted']} trusted")
+    lines += _facilitation_lines(doc["facilitation"])
     clock = doc.get("clock")
     if clock:
         jumps = (f", {clock['jumps']} jump(s), last {clock['last_jump_s']:+.1f} s {_age(clock['last_jump_at_ms'], now_ms)}"

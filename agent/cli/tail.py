@@ -41,6 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--finding", metavar="CODE", choices=FINDING_CODES,
                    help=f"only passages with this finding ({', '.join(FINDING_CODES)})")
     p.add_argument("--refer", action="store_true", help="only passages referred to secondary inspection")
+    p.add_argument("--tier", choices=("trusted", "standard"), help="only crossings of this tier (DESIGN 2.7)")
     p.add_argument("--last", type=int, default=5, metavar="N", help="first show the last N passages (default 5)")
     p.add_argument("--interval", type=float, default=0.25, metavar="S", help=argparse.SUPPRESS)
     p.set_defaults(func=run)
@@ -78,6 +79,8 @@ class Follower:
             return False
         if self.args.refer and not (event.get("referral") or {}).get("refer"):
             return False
+        if getattr(self.args, "tier", None) and (event.get("referral") or {}).get("tier", "standard") != self.args.tier:
+            return False
         return True
 
     def _show_passage(self, event: dict, created_ms: int) -> None:
@@ -92,7 +95,12 @@ class Follower:
                "ended_ms": event["ended_ms"], "committed_ms": created_ms, "tags": tags,
                "trip": (event.get("trip") or {}).get("id"), "conveyance": (event.get("conveyance") or {}).get("id"),
                "findings": [f.get("code") for f in event.get("findings") or []],
-               "refer": bool(referral.get("refer")), "reasons": referral.get("reasons") or [], "to": owed}
+               "refer": bool(referral.get("refer")), "reasons": referral.get("reasons") or [],
+               "tier": referral.get("tier", "standard"), "to": owed}
+        fast = next((f.get("detail") for f in event.get("findings") or [] if f.get("code") == "not_fast_eligible"),
+                    None)
+        if fast is not None:
+            doc["not_fast_eligible"] = fast
         if self.args.json:
             _emit(json.dumps(doc))
         else:
@@ -100,8 +108,9 @@ class Follower:
             tag_text = ", ".join(f"{t['role']} {t['epc']}" for t in tags) or "no tags"
             refer = f"  REFER ({', '.join(doc['reasons'])})" if doc["refer"] else ""
             findings = f"  findings: {', '.join(doc['findings'])}" if doc["findings"] else "  clean"
-            _emit(f"{_clock(event['ended_ms'])}  #{seq:<6} passage {duration:4.1f} s  {tag_text}  "
-                  f"trip {doc['trip'] or '-'}{findings}{refer}")
+            not_fast = f"  NOT FAST ({_not_fast_text(fast)})" if fast is not None else ""
+            _emit(f"{_clock(event['ended_ms'])}  #{seq:<6} passage {duration:4.1f} s  {doc['tier']:<8}  {tag_text}  "
+                  f"trip {doc['trip'] or '-'}{findings}{not_fast}{refer}")
         for backend in owed:
             if len(self.watched) >= MAX_WATCHED:
                 self.watched.pop(next(iter(self.watched)))
@@ -126,6 +135,18 @@ class Follower:
             else:
                 _emit(f"{_clock(at)}  #{seq:<6} -> {backend} ({country}, {doc['kind']}) delivered "
                       f"{doc['after_ms']} ms after commit")
+
+
+def _not_fast_text(detail: dict) -> str:
+    """Why a truck has no business in a FAST lane, by record ids (never names)."""
+    parts = [] if detail.get("trip") else ["no trip"]
+    if detail.get("drivers"):
+        parts.append("drivers " + ", ".join(detail["drivers"]))
+    if detail.get("carrier"):
+        parts.append(f"carrier {detail['carrier']}")
+    if detail.get("shipments"):
+        parts.append("shipments " + ", ".join(detail["shipments"]))
+    return "; ".join(parts) or "no driver card"
 
 
 def _emit(line: str) -> None:

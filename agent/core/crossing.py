@@ -21,6 +21,7 @@ from agent.lane.decide import alerts_for, decide
 from agent.lane.disclosure import event_for
 from agent.lane.lookup import CacheLookup
 from agent.lane.passage import Closed
+from agent.lane.trust import TRUSTED
 from agent.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,9 @@ class Crossings:
         self.cache = cache
         self.counters = counters
         self.wall_ms = wall_ms
-        self.random_rate = cfg.referral.random_rate  # changed only on the core thread (a command)
+        # the random referral rates by tier (DESIGN 2.7); changed only on the core thread (a command)
+        self.random_rate = cfg.referral.random_rate
+        self.random_rate_trusted = cfg.referral.random_rate_trusted
         self.alert_backends = [b.name for b in cfg.backends if "alerts" in b.share]
 
     def close_safely(self, closed: Closed, before: Callable[[], None] = lambda: None) -> None:
@@ -63,7 +66,7 @@ class Crossings:
             return
         now_ms = self.wall_ms()
         cfg = self.cfg
-        decision = decide(closed.passage, self.cache, cfg, now_ms, self.random_rate)
+        decision = decide(closed.passage, self.cache, cfg, now_ms, self.random_rate, self.random_rate_trusted)
         seq, head = self.writer.chain_state()
         event = ev.finish(decision.draft, cfg, seq, head)
         self.writer.add_event(event, {b.name: cbor2.dumps(event_for(event, b, cfg.lane)) for b in cfg.backends},
@@ -73,6 +76,14 @@ class Crossings:
         self.writer.consume(closed.read_ids, event["event_id"])
         self.counters["events"] += 1
         self.counters["referrals"] += decision.referral["refer"]
-        log.info("passage closed (%s): seq %d, %d tags, findings %s, refer %s", closed.reason, seq,
+        self.counters[f"events_{decision.trust.tier}"] += 1
+        log.info("passage closed (%s): seq %d, %d tags, findings %s, tier %s, refer %s", closed.reason, seq,
                  len(event["tags"]), ",".join(f["code"] for f in decision.findings) or "-",
-                 decision.referral["refer"])
+                 decision.trust.tier, decision.referral["refer"])
+
+    def set_random_rate(self, tier: str, rate: float) -> float:
+        """Change one tier's random referral rate (a back end's command); returns the old one."""
+        attr = "random_rate_trusted" if tier == TRUSTED else "random_rate"
+        was = getattr(self, attr)
+        setattr(self, attr, rate)
+        return was

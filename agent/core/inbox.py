@@ -32,6 +32,7 @@ class AlertOut:
 @dataclass(frozen=True)
 class SetRandomRate:
     rate: float
+    tier: str = "standard"  # "standard" or "trusted" (DESIGN 2.7)
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,8 @@ class ItemHandler:
         elif isinstance(item, DownlinkRefused):
             self.refuse(item.backend, item.reason, item.message)
         elif isinstance(item, SetRandomRate):
-            log.warning("random referral rate changed: %s -> %s", self.crossings.random_rate, item.rate)
-            self.crossings.random_rate = item.rate
+            was = self.crossings.set_random_rate(item.tier, item.rate)
+            log.warning("random referral rate (%s) changed: %s -> %s", item.tier, was, item.rate)
         elif isinstance(item, AskResync):
             self.feed.ask_resync(item.backend, item.source)
         else:

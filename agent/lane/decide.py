@@ -1,7 +1,8 @@
-"""The lane's decision about one passage: link it, find what the officer should know, refer.
+"""The lane's decision about one passage: link it, find what the officer should know, judge
+its trust (the tier, and `not_fast_eligible` on a FAST lane), refer.
 
 `decide` is pure: the cache comes through the `CacheLookup` interface, the time and the
-referral rate are arguments, and the only randomness is the referral draw (`secrets`).
+referral rates are arguments, and the only randomness is the referral draw (`secrets`).
 The core gives it a passage and writes what it returns; nothing here touches the store.
 """
 
@@ -15,11 +16,13 @@ from agent.lane.findings import findings_for, referral_for
 from agent.lane.linking import link
 from agent.lane.lookup import CacheLookup
 from agent.lane.passage import Passage
+from agent.lane.trust import Trust, assess
 
 
 @dataclass(frozen=True)
 class Decision:
     draft: ev.Draft  # the event before it has a seq (its lookout hits included)
+    trust: Trust
 
     @property
     def referral(self) -> dict:
@@ -30,11 +33,18 @@ class Decision:
         return self.draft.sections["findings"]
 
 
-def decide(passage: Passage, cache: CacheLookup, cfg: Config, now_ms: int, random_rate: float) -> Decision:
+def decide(passage: Passage, cache: CacheLookup, cfg: Config, now_ms: int, random_rate: float,
+           random_rate_trusted: float | None = None) -> Decision:
+    """`random_rate` is drawn for standard crossings, `random_rate_trusted` (default: the
+    same) for trusted ones (DESIGN 2.7)."""
     linked = link(passage, cache, cfg.aggregation.min_reads, cfg.lane.entering, now_ms, cfg.lane.eta_window_h)
     findings, hits = findings_for(linked, cache, now_ms)
-    referral = referral_for(findings, cfg.referral.refer_on, random_rate)
-    return Decision(ev.draft(passage, linked, findings, referral, hits, cfg.aggregation.min_reads))
+    trust = assess(linked, cache, cfg.programs, cfg.lane.entering, now_ms)
+    if cfg.lane.kind == "fast" and not trust.trusted:
+        findings.append({"code": "not_fast_eligible", "detail": trust.fast_detail()})
+    rate = random_rate if not trust.trusted else random_rate if random_rate_trusted is None else random_rate_trusted
+    referral = referral_for(findings, cfg.referral.refer_on, rate, trust.tier)
+    return Decision(ev.draft(passage, linked, findings, referral, hits, cfg.aggregation.min_reads), trust)
 
 
 def alerts_for(event: dict, draft: ev.Draft, cfg: Config, now_ms: int) -> list[tuple[dict, list[str]]]:

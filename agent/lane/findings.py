@@ -75,12 +75,14 @@ def _lookout_hits(linked: Linked, cache: CacheLookup, now_ms: int) -> list[Looko
     return list(hits.values())
 
 
-def referral_for(findings: list[dict], refer_on: tuple[str, ...], random_rate: float) -> dict:
-    """Refer on any listed finding; otherwise at random, drawn from the OS's CSPRNG."""
+def referral_for(findings: list[dict], refer_on: tuple[str, ...], random_rate: float,
+                 tier: str = "standard") -> dict:
+    """Refer on any listed finding; otherwise at random, drawn from the OS's CSPRNG at the
+    rate of the crossing's tier (the caller passes that tier's rate)."""
     reasons = list(dict.fromkeys(f["code"] for f in findings if f["code"] in refer_on))
     if reasons:
-        return {"refer": True, "reasons": reasons, "random": False}
+        return {"refer": True, "reasons": reasons, "random": False, "tier": tier}
     # secrets, not random: a booth's referral draw must not be predictable from outside.
     if random_rate > 0 and secrets.randbelow(1_000_000) < int(random_rate * 1_000_000):
-        return {"refer": True, "reasons": ["random"], "random": True}
-    return {"refer": False, "reasons": [], "random": False}
+        return {"refer": True, "reasons": ["random"], "random": True, "tier": tier}
+    return {"refer": False, "reasons": [], "random": False, "tier": tier}

@@ -17,6 +17,10 @@ class CacheLookup(Protocol):
     def record(self, source: str, kind: str, rid: str) -> dict | None:
         """One record by kind and id, or None."""
 
+    def records(self, kind: str, rid: str) -> list[tuple[str, dict]]:
+        """This kind and id from every source, as (source, record), sorted by source (trust:
+        a carrier, driver or shipment counts when any source's record qualifies)."""
+
     def trips_of_conveyance(self, source: str, conveyance_id: str) -> list[dict]:
         """Trips whose `conveyance` is this id."""
 

@@ -23,6 +23,7 @@ KINDS: dict[str, tuple[str | None, str | None]] = {
     "equipment": ("tag_epc", None),
     "trip": ("conveyance", None),
     "shipment": ("trip", None),
+    "carrier": (None, None),
     "lookout": (None, "expires_ms"),
 }
 # The fields of DESIGN 2.6, the only ones kept: whatever else a back end sends (a date
@@ -32,7 +33,8 @@ FIELDS: dict[str, frozenset[str]] = {kind: frozenset(("kind", "id") + fields) fo
     "conveyance": ("vin", "plate", "plate_region", "carrier", "transponder_epc", "decal_expires_ms", "status"),
     "equipment": ("number", "plate", "plate_region", "tag_epc", "seals"),
     "trip": ("carrier", "port", "eta_ms", "conveyance", "drivers", "equipment", "shipments"),
-    "shipment": ("trip", "shipper", "consignee", "description", "trusted_trader"),
+    "shipment": ("trip", "shipper", "consignee", "importer", "description", "programs", "trusted_trader"),
+    "carrier": ("name", "programs"),
     "lookout": ("subject_kind", "subject", "reason", "severity", "expires_ms"),
 }.items()}
 TAGGED_KINDS = ("driver", "conveyance", "equipment")
@@ -89,6 +91,11 @@ def validate_cache_message(msg: Any, expected_source: str | None = None) -> dict
             raise bad(f"records[{i}].{key_field} is not a hex EPC")
         if expiry_field and rec.get(expiry_field) is not None and not isinstance(rec[expiry_field], int):
             raise bad(f"records[{i}].{expiry_field} must be integer milliseconds")
+        if rec.get("programs") is not None and (not isinstance(rec["programs"], (list, tuple))
+                                                or not all(isinstance(p, str) for p in rec["programs"])):
+            raise bad(f"records[{i}].programs must be an array of programme names")
+        if rec.get("trusted_trader") is not None and not isinstance(rec["trusted_trader"], bool):
+            raise bad(f"records[{i}].trusted_trader must be true or false")
         if rec["kind"] == "lookout" and rec.get("subject_kind") not in SUBJECT_KINDS:
             raise bad(f"records[{i}].subject_kind must be one of {', '.join(SUBJECT_KINDS)}")
         if rec["kind"] == "trip":
@@ -194,6 +201,14 @@ class CacheView:
             f"SELECT c.body FROM cache_records c {self.LIVE} WHERE c.source = ? AND c.kind = ? AND c.id = ?",
             (source, kind, rid)).fetchone()
         return cbor2.loads(row[0]) if row else None
+
+    def records(self, kind: str, rid: str) -> list[tuple[str, dict]]:
+        """(source, record) of this kind and id from every source, by source; one point
+        lookup per source (there are two), so the primary key serves each."""
+        rows = self.conn.execute(
+            "SELECT c.source, c.body FROM cache_sources s JOIN cache_records c ON c.source = s.source "
+            "AND c.gen = s.gen AND c.kind = ? AND c.id = ? ORDER BY s.source", (kind, rid)).fetchall()
+        return [(s, cbor2.loads(b)) for s, b in rows]
 
     def trips_of_conveyance(self, source: str, conveyance_id: str) -> list[dict]:
         rows = self.conn.execute(

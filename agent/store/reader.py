@@ -82,6 +82,19 @@ class StoreReader:
         return [(s, created, cbor2.loads(body)) for s, created, body in rows]
 
     @_reading
+    def crossings_since(self, created_ms: int) -> list[dict]:
+        """{started_ms, ended_ms, referral} of the events committed at or after `created_ms`
+        (the facilitation figures' hour), oldest first; the events table's created_ms index serves it."""
+        rows = self.conn.execute("SELECT started_ms, ended_ms, body FROM events WHERE created_ms >= ? ORDER BY seq",
+                                 (created_ms,)).fetchall()
+        out = []
+        for started, ended, body in rows:
+            referral = cbor2.loads(body).get("referral")
+            out.append({"started_ms": started, "ended_ms": ended,
+                        "referral": referral if isinstance(referral, dict) else {}})
+        return out
+
+    @_reading
     def event(self, event_id: str) -> dict | None:
         """One stored event by its event_id: {"seq", "created_ms", "event"}; None when purged or unknown."""
         row = self.conn.execute("SELECT seq, created_ms, body FROM events WHERE event_id = ?", (event_id,)).fetchone()

@@ -31,13 +31,17 @@ TEMPLATE = _template()
 SECTIONS = ("tags", "driver", "conveyance", "equipment", "trip", "shipments", "findings", "referral")
 DEMO_LANE = {"port_code": "0901", "lane_id": "C3", "entering": "CA", "leaving": "US"}
 BACKEND_NAMES = {"CA": "cbsa", "US": "cbp"}
+DEMO_LANE_KIND = "fast"  # the demo lane is a FAST lane (DESIGN 2.7): trusted crossings and a truck that is not
 
 
 def demo_config(store_path: Path, reader_url: str, broker_ports: dict[str, int], host: str = "127.0.0.1",
                 template: Path = TEMPLATE, verify_keys: dict[str, str] | None = None) -> dict:
     """The template with the demo's lane, store, reader and brokers; one back end per country."""
     doc = tomllib.loads(template.read_text())
-    doc["lane"].update(DEMO_LANE)
+    doc["lane"].update(DEMO_LANE, kind=DEMO_LANE_KIND)
+    # a truck with no business in a FAST lane is sent to secondary (it belongs in a general lane)
+    refer_on = list(doc["referral"].get("refer_on", []))
+    doc["referral"]["refer_on"] = refer_on + [c for c in ("not_fast_eligible",) if c not in refer_on]
     doc["store"]["path"] = str(store_path)
     doc.setdefault("aggregation", {})["idle_close_s"] = 2.0
     reader = dict(doc["readers"][0], name="booth", dialect="thingmagic", url=reader_url, silence_timeout_s=5)
@@ -70,8 +74,6 @@ def to_toml(doc: dict) -> str:
 
 
 def _pairs(table: dict) -> list[str]:
-    if any(isinstance(v, dict) for v in table.values()):
-        raise ValueError("nested tables are not used by the agent's config")
     return [f"{key} = {_value(value)}" for key, value in table.items()]
 
 
@@ -84,7 +86,13 @@ def _value(value) -> str:
         return json.dumps(value)  # a JSON string is a valid TOML basic string
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table ([programs] companies)
+        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
     raise ValueError(f"cannot write {type(value).__name__} as TOML")
+
+
+def _key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
 
 
 def write_demo_config(path: Path, **kwargs) -> dict:

@@ -26,7 +26,9 @@ from typing import TextIO
 
 from simulators.backend import Backend, describe
 from simulators.backend.signing import new_key_pair
-from simulators.demo.agentconfig import BACKEND_NAMES, DEMO_LANE, ROOT, shared_sections, write_demo_config
+from simulators.demo.agentconfig import (
+    BACKEND_NAMES, DEMO_LANE, ROOT, shared_sections, write_demo_config,
+)
 from simulators.demo.processes import Child, ChildError
 from simulators.demo.tally import Receiver, Tally
 from simulators.fleet import Fleet
@@ -96,11 +98,10 @@ def _run(options: DemoOptions, run_dir: Path, stack: contextlib.ExitStack, say: 
     fleet = Fleet.generate(options.seed, int(time.time() * 1000), trucks=options.trucks)
     scenario = fleet.scenario(seconds=options.seconds, lead_s=options.lead_s)
     scenario_path = scenario.write(run_dir / "scenario.json")
-    (run_dir / "expectations.json").write_text(json.dumps({"passes": scenario.expectations()}, indent=1) + "\n")
-    say(f"demo: {len(scenario.passes)} trucks through lane {DEMO_LANE['port_code']}/{DEMO_LANE['lane_id']} "
+    say(f"demo: {len(scenario.passes)} trucks through FAST lane {DEMO_LANE['port_code']}/{DEMO_LANE['lane_id']} "
         f"({DEMO_LANE['leaving']} -> {DEMO_LANE['entering']}) over {scenario.duration_s:.0f} s; files in {run_dir}")
     for n, planned in enumerate(scenario.passes, 1):
-        say(f"  pass {n} at {planned.at_s:4.0f} s: {planned.label}")
+        say(f"  pass {n} at {planned.at_s:4.0f} s: {planned.label} [{planned.crew.tier}]")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "PYTHONUNBUFFERED": "1"}
 
@@ -125,9 +126,11 @@ def _run(options: DemoOptions, run_dir: Path, stack: contextlib.ExitStack, say: 
     doc = write_demo_config(config_path, store_path=run_dir / "agent" / "agent.db", reader_url=pty,
                             broker_ports={c: b.port for c, b in brokers.items()},
                             verify_keys={c: str(run_dir / f"{BACKEND_NAMES[c]}.pub") for c in brokers})
+    (run_dir / "expectations.json").write_text(json.dumps(
+        {"passes": scenario.expectations(doc["lane"]["kind"], doc["referral"]["refer_on"])}, indent=1) + "\n")
     receivers = [Receiver(b["name"], b["country"], "entry" if b["country"] == DEMO_LANE["entering"] else "exit",
                           tuple(b.get("share", ()))) for b in doc["backends"]]
-    tally = Tally(scenario, receivers, doc["referral"]["refer_on"])
+    tally = Tally(scenario, receivers, doc["referral"]["refer_on"], doc["lane"].get("kind", "general"))
     backends: dict[str, Backend] = {}
     for receiver in receivers:
         country = receiver.country

@@ -38,8 +38,10 @@ class Verdict:
 
 
 class Tally:
-    def __init__(self, scenario: Scenario, receivers: list[Receiver], refer_on=DEFAULT_REFER_ON):
+    def __init__(self, scenario: Scenario, receivers: list[Receiver], refer_on=DEFAULT_REFER_ON,
+                 lane_kind: str = "general"):
         self.scenario, self.receivers, self.refer_on = scenario, receivers, tuple(refer_on)
+        self.lane_kind = lane_kind  # a FAST lane adds not_fast_eligible to every crossing not trusted
         self._pass_by_event: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -66,11 +68,15 @@ class Tally:
         out = []
         if "findings" in event:
             got = sorted({f.get("code") for f in event["findings"] or [] if isinstance(f, dict)})
-            if got != sorted(planned.expect_findings):
-                out.append(f"findings {got or ['none']}, expected {sorted(planned.expect_findings) or ['none']}")
-        if "referral" in event and planned.must_refer(self.refer_on):
+            want = sorted(planned.findings_on(self.lane_kind))
+            if got != want:
+                out.append(f"findings {got or ['none']}, expected {want or ['none']}")
+        if "referral" in event and planned.must_refer(self.refer_on, self.lane_kind):
             if not (isinstance(event["referral"], dict) and event["referral"].get("refer")):
                 out.append("not referred, but its findings require a referral")
+        tier = event["referral"].get("tier") if isinstance(event.get("referral"), dict) else None
+        if tier is not None and tier != planned.crew.tier:
+            out.append(f"tier {tier}, expected {planned.crew.tier}")
         if "tags" in event:
             got_epcs = {t.get("epc") for t in event["tags"] if isinstance(t, dict)}
             if got_epcs != planned.epcs:
@@ -83,6 +89,9 @@ class Tally:
         text = describe(received, country)
         if not isinstance(received.payload, dict):
             return text
+        referral = received.payload.get("referral")
+        if isinstance(referral, dict) and referral.get("tier"):
+            text += f" tier {referral['tier']}"
         index = self.pass_for(received.payload)
         if index is None:
             return text + "  <- matches no planned truck"
@@ -116,8 +125,29 @@ class Tally:
         verdict.problems += self._judge_across(event_of_pass, backends)
         summary = ", ".join(f"{code} x{n}" for code, n in sorted(findings_seen.items())) or "none"
         verdict.lines.append(f"findings seen: {summary}")
+        verdict.lines += self._referrals_by_tier(backends)
         verdict.ok = not verdict.problems
         return verdict
+
+    def _referrals_by_tier(self, backends: dict[str, Backend]) -> list[str]:
+        """Referral counts per tier (DESIGN 2.7), from the first back end that shares the referral."""
+        receiver = next((r for r in self.receivers if "referral" in r.share), None)
+        if receiver is None:
+            return []
+        tiers: dict[str, dict] = {}
+        for event in backends[receiver.country].events.values():
+            referral = event.get("referral") if isinstance(event.get("referral"), dict) else {}
+            t = tiers.setdefault(referral.get("tier", "standard"), {"passages": 0, "referred": 0, "reasons": Counter()})
+            t["passages"] += 1
+            if referral.get("refer"):
+                t["referred"] += 1
+                t["reasons"].update(referral.get("reasons") or ())
+        lines = []
+        for tier in ("trusted", "standard"):
+            t = tiers.get(tier, {"passages": 0, "referred": 0, "reasons": Counter()})
+            reasons = ", ".join(f"{code} {n}" for code, n in sorted(t["reasons"].items())) or "-"
+            lines.append(f"referrals, {tier} tier: {t['referred']} of {t['passages']} crossings ({reasons})")
+        return lines
 
     def _judge_backend(self, receiver: Receiver, backend: Backend, findings_seen: Counter, due: list[int]):
         matched: dict[int, str] = {}

@@ -46,19 +46,24 @@ class PlannedPass:
 
     @property
     def expect_findings(self) -> tuple[str, ...]:
+        """What a general lane must find (`findings_on("fast")` for a FAST lane)."""
         return self.crew.expected_findings
 
-    def must_refer(self, refer_on: Iterable[str] = DEFAULT_REFER_ON) -> bool:
+    def findings_on(self, lane_kind: str = "general") -> tuple[str, ...]:
+        return self.crew.findings_on(lane_kind)
+
+    def must_refer(self, refer_on: Iterable[str] = DEFAULT_REFER_ON, lane_kind: str = "general") -> bool:
         """True when a finding in `refer_on` must refer the truck; clean ones may be random."""
-        return bool(set(self.expect_findings) & set(refer_on))
+        return bool(set(self.findings_on(lane_kind)) & set(refer_on))
 
     def to_json(self) -> dict:
         return {"at_s": self.at_s, "dwell_s": self.dwell_s, "label": self.label, "tags": list(self.tags)}
 
-    def expectation(self) -> dict:
+    def expectation(self, lane_kind: str = "general", refer_on: Iterable[str] = DEFAULT_REFER_ON) -> dict:
         crew = self.crew
-        return {"at_s": self.at_s, "label": self.label, "case": crew.case,
-                "findings": list(self.expect_findings), "refer": self.must_refer(),
+        return {"at_s": self.at_s, "label": self.label, "case": crew.case, "lane_kind": lane_kind,
+                "findings": list(self.findings_on(lane_kind)), "refer": self.must_refer(refer_on, lane_kind),
+                "tier": crew.tier,
                 "lookout": list(crew.lookout) if crew.lookout else None,
                 "conveyance": crew.conveyance, "drivers": list(crew.drivers),
                 "equipment": list(crew.equipment), "trip": crew.trip, "epcs": sorted(self.epcs)}
@@ -79,8 +84,8 @@ class Scenario:
         return {"read_rate_hz": self.read_rate_hz, "repeat_every_s": self.repeat_every_s,
                 "passes": [p.to_json() for p in self.passes]}
 
-    def expectations(self) -> list[dict]:
-        return [p.expectation() for p in self.passes]
+    def expectations(self, lane_kind: str = "general", refer_on: Iterable[str] = DEFAULT_REFER_ON) -> list[dict]:
+        return [p.expectation(lane_kind, refer_on) for p in self.passes]
 
     def write(self, path: str | Path) -> Path:
         path = Path(path)
@@ -98,7 +103,7 @@ def _label(crew: Crew, stray: bool) -> str:
     drivers = f"{len(crew.drivers)} driver{'s' if len(crew.drivers) != 1 else ''}"
     trailers = f"{len(crew.equipment)} trailer{'s' if len(crew.equipment) != 1 else ''}"
     if crew.case == "clean":
-        return f"clean trip {crew.trip} ({crew.conveyance}, {drivers}, {trailers})"
+        return f"trusted: FAST {drivers}, trusted carrier and importers, trip {crew.trip} ({crew.conveyance}, {trailers})"
     if crew.case == "no_trip":
         return f"no manifest: {crew.conveyance} has no trip in the cache"
     if crew.case == "lookout_hit":
@@ -106,8 +111,11 @@ def _label(crew: Crew, stray: bool) -> str:
         return f"lookout hit: {source} lookout {lookout_id} on driver {crew.drivers[0]}"
     if crew.case == "credential_revoked":
         return f"revoked card: driver {crew.drivers[0]} on trip {crew.trip}"
+    if crew.case == "not_fast_eligible":
+        return (f"FAST drivers, but carrier {crew.carrier} is in a programme only the other country recognises: "
+                f"not FAST eligible ({crew.conveyance}, trip {crew.trip})")
     note = "; the next lane's truck faint on antenna 2" if stray else ""
-    return f"ordinary truck {crew.conveyance} ({drivers}, {trailers}){note}"
+    return f"ordinary truck {crew.conveyance} ({drivers}, {trailers}, {crew.tier}){note}"
 
 
 def _tags(rng: random.Random, crew: Crew) -> list[dict]:
@@ -121,7 +129,7 @@ def _tags(rng: random.Random, crew: Crew) -> list[dict]:
 
 def _order(fleet: Fleet, slots: int) -> list[Crew]:
     """The required cases first in priority, interleaved with ordinary trucks for realism."""
-    cases = [fleet.crew(case) for case in CASES]
+    cases = [crew for case in CASES for crew in fleet.crews if crew.case == case][:len(CASES)]
     ordinary = [c for c in fleet.crews if c.case == ORDINARY][:max(0, slots - len(cases))]
     order: list[Crew] = []
     for crew in cases:

@@ -11,25 +11,29 @@ ROLES = {"driver": "card_epc", "conveyance": "transponder_epc", "equipment": "ta
 
 class FakeCache:
     def __init__(self, by_source: dict[str, list[dict]]):
-        self.records = {(source, r["kind"], r["id"]): r for source, recs in by_source.items() for r in recs}
+        self.by_key = {(source, r["kind"], r["id"]): r for source, recs in by_source.items() for r in recs}
 
     def tagged(self, epc: str) -> list[tuple[str, str, dict]]:
-        return sorted(((s, k, r) for (s, k, _), r in self.records.items() if k in ROLES and r.get(ROLES[k]) == epc),
+        return sorted(((s, k, r) for (s, k, _), r in self.by_key.items() if k in ROLES and r.get(ROLES[k]) == epc),
                       key=lambda t: (t[0], t[1], t[2]["id"]))
 
     def record(self, source: str, kind: str, rid: str) -> dict | None:
-        return self.records.get((source, kind, rid))
+        return self.by_key.get((source, kind, rid))
+
+    def records(self, kind: str, rid: str) -> list[tuple[str, dict]]:
+        return sorted(((s, r) for (s, k, i), r in self.by_key.items() if k == kind and i == rid),
+                      key=lambda t: t[0])
 
     def trips_of_conveyance(self, source: str, conveyance_id: str) -> list[dict]:
-        return sorted((r for (s, k, _), r in self.records.items()
+        return sorted((r for (s, k, _), r in self.by_key.items()
                        if s == source and k == "trip" and r.get("conveyance") == conveyance_id), key=lambda r: r["id"])
 
     def trips_of_member(self, source: str, member_kind: str, member_id: str) -> list[dict]:
         key = {"driver": "drivers", "equipment": "equipment"}[member_kind]
-        return sorted((r for (s, k, _), r in self.records.items()
+        return sorted((r for (s, k, _), r in self.by_key.items()
                        if s == source and k == "trip" and member_id in r.get(key, [])), key=lambda r: r["id"])
 
     def lookouts(self, subject_kind: str, subject: str, now_ms: int) -> list[tuple[str, dict]]:
-        return sorted(((s, r) for (s, k, _), r in self.records.items()
+        return sorted(((s, r) for (s, k, _), r in self.by_key.items()
                        if k == "lookout" and r["subject_kind"] == subject_kind and r["subject"] == subject
                        and (r.get("expires_ms") is None or r["expires_ms"] > now_ms)), key=lambda t: (t[0], t[1]["id"]))

@@ -127,9 +127,9 @@ def test_expired_lookout_never_hits_and_epc_lookout_does(cache):
 def test_referral_reasons_and_random():
     refer_on = ("lookout_hit", "no_trip")
     assert referral_for([{"code": "no_trip", "detail": {}}, {"code": "unknown_tag", "detail": {}}], refer_on, 0) == \
-        {"refer": True, "reasons": ["no_trip"], "random": False}
+        {"refer": True, "reasons": ["no_trip"], "random": False, "tier": "standard"}
     assert referral_for([], refer_on, 0.0)["refer"] is False
-    assert referral_for([], refer_on, 1.0) == {"refer": True, "reasons": ["random"], "random": True}
+    assert referral_for([], refer_on, 1.0) == {"refer": True, "reasons": ["random"], "random": True, "tier": "standard"}
     share = sum(referral_for([], refer_on, 0.2)["refer"] for _ in range(5000)) / 5000
     assert 0.15 < share < 0.25
 
@@ -216,4 +216,4 @@ REFERRAL_TABLE = [
 
 @pytest.mark.parametrize("found, refer_on, rate, expected", REFERRAL_TABLE)
 def test_each_referral_rule(found, refer_on, rate, expected):
-    assert referral_for([{"code": c, "detail": {}} for c in found], refer_on, rate) == expected
+    assert referral_for([{"code": c, "detail": {}} for c in found], refer_on, rate) == {**expected, "tier": "standard"}

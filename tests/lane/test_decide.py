@@ -49,14 +49,14 @@ def codes(decision):
 def test_clean_crossing_is_not_referred(fake):
     d = decide(passage("A1", "B1", "C1"), fake, cfg(), NOW, 0.0)
     assert codes(d) == []
-    assert d.referral == {"refer": False, "reasons": [], "random": False}
+    assert d.referral == {"refer": False, "reasons": [], "random": False, "tier": "standard"}
     assert d.draft.sections["trip"]["id"] == "TR1"
     assert [s["id"] for s in d.draft.sections["shipments"]] == ["S1", "S2"]
 
 
 def test_rate_one_refers_every_clean_crossing_at_random(fake):
     d = decide(passage("A1", "B1", "C1"), fake, cfg(), NOW, 1.0)
-    assert d.referral == {"refer": True, "reasons": ["random"], "random": True}
+    assert d.referral == {"refer": True, "reasons": ["random"], "random": True, "tier": "standard"}
 
 
 def test_findings_in_refer_on_refer_and_name_their_reasons(fake):

@@ -34,7 +34,8 @@ RECORD_FIELDS = {
     "conveyance": {"id", "vin", "plate", "plate_region", "carrier", "transponder_epc", "decal_expires_ms", "status"},
     "equipment": {"id", "number", "plate", "plate_region", "tag_epc", "seals"},
     "trip": {"id", "carrier", "port", "eta_ms", "conveyance", "drivers", "equipment", "shipments"},
-    "shipment": {"id", "trip", "shipper", "consignee", "description", "trusted_trader"},
+    "shipment": {"id", "trip", "shipper", "consignee", "importer", "description", "programs", "trusted_trader"},
+    "carrier": {"id", "name", "programs"},
     "lookout": {"id", "subject_kind", "subject", "reason", "severity", "expires_ms"},
 }
 

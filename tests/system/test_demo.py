@@ -135,8 +135,8 @@ def test_a_lane_that_delivers_everything_passes_and_nothing_is_left_running(tmp_
     code, out, run_dir = demo(tmp_path, fake_agent, "good", monkeypatch, timeout_s=20)
     assert code == 0, out
     assert "RESULT: PASS" in out
-    assert "cbsa (CA entry): 4/4 crossings, 0 duplicates, chain verified (seq 1..4)" in out
-    assert "cbp (US exit): 4/4 crossings, 0 duplicates, chain verified (seq 1..4)" in out
+    assert "cbsa (CA entry): 5/5 crossings, 0 duplicates, chain verified (seq 1..5)" in out
+    assert "cbp (US exit): 5/5 crossings, 0 duplicates, chain verified (seq 1..5)" in out
     assert "[CA entry] seq 1 lane C3" in out and "[US exit] seq 1 lane C3" in out and "  <- pass 1 ok" in out
     assert "findings seen: clean x1, credential_revoked x1, lookout_hit x1, no_trip x1" in out
     assert "[US alert] lane C3 lookout_hit" in out
@@ -147,7 +147,7 @@ def test_a_lane_that_delivers_everything_passes_and_nothing_is_left_running(tmp_
 def test_a_missing_crossing_fails_the_demo(tmp_path, fake_agent, monkeypatch):
     code, out, _ = demo(tmp_path, fake_agent, "drop", monkeypatch, timeout_s=3)
     assert code == 1
-    assert "cbp (US exit): 3/4 crossings" in out and "never arrived" in out and "RESULT: FAIL" in out
+    assert "cbp (US exit): 4/5 crossings" in out and "never arrived" in out and "RESULT: FAIL" in out
 
 
 def test_an_agent_that_dies_is_reported_with_its_log(tmp_path, fake_agent, monkeypatch):
@@ -175,7 +175,7 @@ def test_ctrl_c_judges_what_was_due_and_stops_everything(tmp_path, fake_agent, m
                            out=out, timeout_s=60))
     assert code == 130
     assert "interrupted" in out.getvalue() and "RESULT: INTERRUPTED, no problem so far" in out.getvalue()
-    assert "0/0 crossings (4 planned)" in out.getvalue()
+    assert "0/0 crossings (5 planned)" in out.getvalue()
     assert our_processes(str(run_dir)) == []
 
 

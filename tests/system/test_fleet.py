@@ -29,7 +29,8 @@ FIELDS = {
     "conveyance": {"id", "vin", "plate", "plate_region", "carrier", "transponder_epc", "decal_expires_ms", "status"},
     "equipment": {"id", "number", "plate", "plate_region", "tag_epc", "seals"},
     "trip": {"id", "carrier", "port", "eta_ms", "conveyance", "drivers", "equipment", "shipments"},
-    "shipment": {"id", "trip", "shipper", "consignee", "description", "trusted_trader"},
+    "shipment": {"id", "trip", "shipper", "consignee", "importer", "description", "programs", "trusted_trader"},
+    "carrier": {"id", "name", "programs"},
     "lookout": {"id", "subject_kind", "subject", "reason", "severity", "expires_ms"},
 }
 EPC_FIELD = {"driver": "card_epc", "conveyance": "transponder_epc", "equipment": "tag_epc"}
@@ -70,8 +71,9 @@ def test_records_are_exactly_as_design_2_6(fleet):
         for r in message["records"]:
             assert set(r) == FIELDS[r["kind"]] | {"kind"}, r
             assert all(isinstance(r[k], int) for k in r if k.endswith("_ms"))
-    # the split: the entering country holds the e-Manifest, the leaving one only lookouts
-    assert {r["kind"] for r in fleet.records_for("US")} == {"lookout"}
+    # the split: the entering country holds the e-Manifest, the leaving one only lookouts and the
+    # carriers based there (each country knows its own programme members)
+    assert {r["kind"] for r in fleet.records_for("US")} == {"lookout", "carrier"}
     assert {r["kind"] for r in fleet.records_for("CA")} == set(FIELDS)
 
 
