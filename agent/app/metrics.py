@@ -221,10 +221,13 @@ class LaneCollector(Collector):
                                        "started, by code.", labels=["code"])
         for code, n in sorted(t.findings.items()):
             findings.add_metric([code], n)
-        referrals = CounterMetricFamily("laneagent_referrals", "Crossings referred since the daemon started, by "
-                                        "reason (a finding code, or random).", labels=["reason"])
+        referred = CounterMetricFamily("laneagent_referrals", "Crossings referred since the daemon started.",
+                                       value=t.referred)
+        reasons = CounterMetricFamily("laneagent_referral_reasons", "Referrals since the daemon started, by reason "
+                                      "(a finding code listed in refer_on, or random); a referral with two reasons "
+                                      "counts under both.", labels=["reason"])
         for reason, n in sorted(t.referrals.items()):
-            referrals.add_metric([reason], n)
+            reasons.add_metric([reason], n)
         field = _histogram("laneagent_time_in_field_seconds", "Time a truck spent in the read field, first to last "
                            "read of its passage.", [], [([], t.time_in_field)])
         latency = _histogram("laneagent_delivery_latency_seconds", "Event commit to delivery mark per back end: "
@@ -232,7 +235,7 @@ class LaneCollector(Collector):
                              "is made within ~100 ms of the PUBACK (or of the back end's ack under require_ack), "
                              "and a backlog's wait counts.", ["backend"],
                              [([b], self.latency.buckets[b]) for b in self.backends])
-        return [passages, findings, referrals, field, latency]
+        return [passages, findings, referred, reasons, field, latency]
 
 
 def _histogram(name: str, doc: str, labels: list[str], series: list[tuple[list[str], Buckets]]):
