@@ -221,8 +221,10 @@ class LaneCollector(Collector):
                                        "started, by code.", labels=["code"])
         for code, n in sorted(t.findings.items()):
             findings.add_metric([code], n)
-        referred = CounterMetricFamily("laneagent_referrals", "Crossings referred since the daemon started.",
-                                       value=t.referred)
+        referred = CounterMetricFamily("laneagent_referrals", "Crossings referred since the daemon started, by "
+                                       "referral tier (standard, trusted).", labels=["tier"])
+        for tier, n in sorted(t.referred.items()):
+            referred.add_metric([tier], n)
         reasons = CounterMetricFamily("laneagent_referral_reasons", "Referrals since the daemon started, by reason "
                                       "(a finding code listed in refer_on, or random); a referral with two reasons "
                                       "counts under both.", labels=["reason"])

@@ -59,7 +59,7 @@ class EventTally:
         self.after_seq = after_seq
         self.tiers: dict[str, int] = {"standard": 0, "trusted": 0}
         self.findings: dict[str, int] = {}
-        self.referred = 0
+        self.referred: dict[str, int] = {"standard": 0, "trusted": 0}  # tier -> crossings referred
         self.referrals: dict[str, int] = {}  # reason -> crossings referred with it (one may have several)
         self.time_in_field = Buckets(TIME_IN_FIELD_BUCKETS)
 
@@ -81,7 +81,7 @@ class EventTally:
             code = code_label(finding.get("code"))
             self.findings[code] = self.findings.get(code, 0) + 1
         if referral.get("refer"):
-            self.referred += 1
+            self.referred[tier] = self.referred.get(tier, 0) + 1
             for reason in referral.get("reasons") or ["other"]:
                 reason = code_label(reason)
                 self.referrals[reason] = self.referrals.get(reason, 0) + 1

@@ -110,7 +110,7 @@ def disagreements(got: dict, doc: dict) -> list[str]:
     passages = sum(v for (name, _), v in got.items() if name == "laneagent_passages_total")
     if passages != doc["counters"].get("events", 0):
         out.append(f"passages {passages} != status counters.events {doc['counters'].get('events')}")
-    referrals = got.get(("laneagent_referrals_total", ()))
+    referrals = sum(v for (name, _), v in got.items() if name == "laneagent_referrals_total")
     if referrals != doc["counters"].get("referrals", 0):
         out.append(f"referrals {referrals} != status counters.referrals {doc['counters'].get('referrals')}")
     return out

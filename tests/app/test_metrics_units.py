@@ -81,7 +81,7 @@ def test_the_tally_counts_new_events_once_by_tier_finding_and_reason(tmp_path):
             latency.update(r)
     assert tally.tiers == {"standard": 1, "trusted": 1}
     assert tally.findings == {"lookout_hit": 1, "other": 1}
-    assert tally.referrals == {"lookout_hit": 1} and tally.referred == 1
+    assert tally.referrals == {"lookout_hit": 1} and tally.referred == {"standard": 1, "trusted": 0}
     assert sum(tally.time_in_field.counts) == 2 and tally.time_in_field.sum == 5.0
     b = latency.buckets["cbsa"]
     assert sum(b.counts) == 2 and b.sum == pytest.approx(1.6)
