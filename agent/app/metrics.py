@@ -27,12 +27,15 @@ from agent import __version__
 from agent.app.alarms import Alarms
 from agent.app.figures import Figures
 from agent.app.metrics_tally import Buckets, DeliveryLatency, EventTally, code_label
-from agent.config import Config
+from agent.config import FINDING_CODES, Config
 from agent.store.reader import StoreReader
 
 log = logging.getLogger(__name__)
 
 SOURCE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+# Series exported at 0 from the start (Prometheus's advice: a series that appears only on its
+# first increment hides that increment from rate()). Codes seen beyond these are added as they come.
+DECODE_CODES = ("bad_checksum", "bad_length", "bad_syntax", "truncated", "bad_tag_crc")
 # The core's counters (`status --json` .counters) exported as they are: key -> (name, help).
 CORE_COUNTERS = {
     "reads": ("laneagent_reads_journaled_total", "Tag reports journaled by the core since the daemon started."),
@@ -113,8 +116,11 @@ class LaneCollector(Collector):
             reads.add_metric([name], r.get("reports", 0))
             reconnects.add_metric([name], r.get("reconnects", 0))
             last.add_metric([name], _seconds(r.get("last_report_wall_ms")))
-            for code, n in sorted((r.get("decode_failures") or {}).items()):
-                fails.add_metric([name, code_label(code)], n)
+            seen = dict.fromkeys(DECODE_CODES, 0)
+            for code, n in (r.get("decode_failures") or {}).items():
+                seen[code_label(code)] = seen.get(code_label(code), 0) + n
+            for code, n in sorted(seen.items()):
+                fails.add_metric([name, code], n)
         return [up, reads, fails, reconnects, last]
 
     def _core(self, health: dict):
@@ -219,7 +225,7 @@ class LaneCollector(Collector):
             passages.add_metric([tier], n)
         findings = CounterMetricFamily("laneagent_findings", "Findings in the crossing events since the daemon "
                                        "started, by code.", labels=["code"])
-        for code, n in sorted(t.findings.items()):
+        for code, n in sorted({**dict.fromkeys(FINDING_CODES, 0), **t.findings}.items()):
             findings.add_metric([code], n)
         referred = CounterMetricFamily("laneagent_referrals", "Crossings referred since the daemon started, by "
                                        "referral tier (standard, trusted).", labels=["tier"])
@@ -228,7 +234,8 @@ class LaneCollector(Collector):
         reasons = CounterMetricFamily("laneagent_referral_reasons", "Referrals since the daemon started, by reason "
                                       "(a finding code listed in refer_on, or random); a referral with two reasons "
                                       "counts under both.", labels=["reason"])
-        for reason, n in sorted(t.referrals.items()):
+        known = dict.fromkeys((*self.cfg.referral.refer_on, "random"), 0)
+        for reason, n in sorted({**known, **t.referrals}.items()):
             reasons.add_metric([reason], n)
         field = _histogram("laneagent_time_in_field_seconds", "Time a truck spent in the read field, first to last "
                            "read of its passage.", [], [([], t.time_in_field)])
