@@ -33,7 +33,7 @@ soak: setup mosquitto
 	LANEAGENT_KILLS=1000 $(BIN)/python -m pytest -q -p no:cacheprovider tests/system/test_faults.py -k sigkill --timeout 7200
 
 bench: setup mosquitto
-	$(BIN)/python -m tests.bench
+	ONLY="$(ONLY)" $(BIN)/python -m tests.bench
 
 fuzz: setup
 	$(BIN)/python -m tests.bench.fuzz

@@ -36,9 +36,13 @@ class LaneConfig:
     eta_window_h: float = 12
 
 
+DEFAULT_STORE_PATH = "/var/lib/laneagent/agent.db"
+RUNTIME_DIR = "/run/laneagent"  # the unit's RuntimeDirectory=
+
+
 @dataclass(frozen=True)
 class StoreConfig:
-    path: str = "/var/lib/laneagent/agent.db"
+    path: str = DEFAULT_STORE_PATH
     max_queue_mb: float = 512
     retention_days: float = 7
     max_message_kb: int = 1024
@@ -128,9 +132,20 @@ class Config:
     backends: tuple[BackendConfig, ...] = ()
 
     @property
+    def runtime_dir(self) -> str:
+        """Where state that only describes the present lives (DESIGN part 3: not on flash):
+        systemd's RuntimeDirectory, /run/laneagent, when the store is the unit's state
+        directory and it exists; beside the store otherwise (run by hand, tests). The
+        daemon and the CLI apply the same rule, so both find the same file."""
+        store_dir = os.path.dirname(os.path.abspath(self.store.path))
+        if store_dir == os.path.dirname(DEFAULT_STORE_PATH) and os.path.isdir(RUNTIME_DIR):
+            return RUNTIME_DIR
+        return store_dir
+
+    @property
     def status_path(self) -> str:
         """The file where the running daemon publishes its live state for `status`."""
-        return os.path.join(os.path.dirname(os.path.abspath(self.store.path)), "status.json")
+        return os.path.join(self.runtime_dir, "status.json")
 
     def base_topic(self, backend: BackendConfig) -> str:
         """`B` of DESIGN 2.3 for one back end."""

@@ -63,6 +63,7 @@ install_program() {
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
     cp -R "$SRC/pyproject.toml" "$SRC/README.md" "$SRC/agent" "$SRC/simulators" "$work/"
+    mkdir -p "$work/config" && cp "$SRC/config/agent.example.toml" "$work/config/"  # pyproject's data-files
     find "$work" -name __pycache__ -prune -exec rm -rf {} +
     # shellcheck disable=SC2086  # PIP_ARGS is a list of options on purpose
     "$venv/bin/python" -m pip install --disable-pip-version-check --quiet $PIP_ARGS "$work" \

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from tests.support.mosquitto import Mosquitto, find_mosquitto
+from simulators.mosquitto import Mosquitto, find_mosquitto
 
 
 @pytest.fixture

@@ -26,15 +26,15 @@ from collections import Counter, deque
 from typing import Callable
 
 from agent.core.guard import MAX_ATTEMPTS, ItemGuard, Pending
+from agent.core.staging import DUPLICATE, STAGE, SnapshotStaging
 from agent.handoff import CacheMessage
-from agent.store.cachegen import Staged
 from agent.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
 RequestResync = Callable[[str, str, int], None]  # (backend, source, have_seq)
 Refuse = Callable[[str, str, str], None]  # (backend, reason, message)
-SLICE_TARGET_S = 0.03  # one slice of cache work, between two group commits
+SLICE_TARGET_S = 0.04  # one slice of cache work, between two group commits
 RESYNC_AGAIN_S = 60.0  # a resync request with no answer is repeated after this long
 
 
@@ -47,17 +47,13 @@ class CacheFeed:
         self.wall_ms = wall_ms
         self.request_resync = request_resync
         self.refuse = refuse
-        self.snapshot_timeout_s = snapshot_timeout_s
         self.queue: deque[Pending] = deque()  # cache messages in arrival order
         self.held: dict[str, list[CacheMessage]] = {}  # source -> messages after a gap
         self.resync_asked: dict[str, float] = {}  # source -> when (monotonic) we last asked
-        self.staging: dict[str, Staged] = {}
-        self._last_part_mono: dict[str, float] = {}
+        self.snapshots = SnapshotStaging(self.gens, counters, wall_ms, self.ask_resync, snapshot_timeout_s)
         self._offset = 0  # records of the head message already written
         self._slice = 2000  # records per slice, adapted to SLICE_TARGET_S
         self._garbage = True  # generations to delete (checked at start)
-        self.swaps: dict[str, dict] = {}  # source -> the last swap's figures
-        self.dropped: dict[str, dict] = {}  # source -> the last dropped snapshot, until the next swap
 
     # --- from the core loop -----------------------------------------------------------------
     def take(self, m: CacheMessage) -> None:
@@ -69,15 +65,13 @@ class CacheFeed:
     def recover(self) -> None:
         """At start: a snapshot half staged before a restart is dropped and asked for again."""
         with self.writer.transaction():
-            for st in self.gens.staging():
-                self.staging[st.source] = st
-                self._drop(st.source, "restart")
+            self.snapshots.recover()
 
     def tick(self, now_mono: float) -> None:
-        for source, last in list(self._last_part_mono.items()):
-            if source in self.staging and now_mono - last > self.snapshot_timeout_s:
-                with self.writer.transaction():
-                    self._drop(source, "timeout")
+        for source in self.snapshots.timed_out(now_mono):
+            with self.writer.transaction():
+                self.snapshots.drop(source, "timeout")
+            self._garbage = True
 
     def work(self, guard: ItemGuard) -> None:
         """One slice: part of the head message, or some rows of a generation no longer live."""
@@ -106,10 +100,7 @@ class CacheFeed:
         return {
             "held": {s: len(h) for s, h in self.held.items() if h},
             "resync_pending": sorted(self.resync_asked),
-            "staging": {s: {"parts_received": st.part, "parts": st.parts, "since_ms": st.started_ms,
-                            "records": st.records} for s, st in self.staging.items()},
-            "last_swap": dict(self.swaps),
-            "dropped": dict(self.dropped),
+            **self.snapshots.figures(),
             "queued": len(self.queue),
         }
 
@@ -128,8 +119,9 @@ class CacheFeed:
     def _delta(self, m: CacheMessage) -> bool:
         msg, source = m.msg, m.msg["source"]
         if self._offset == 0:
-            if source in self.staging:
-                self._drop(source, f"an {msg['op']} (seq {msg['seq']}) came between the parts")
+            if source in self.snapshots:
+                self.snapshots.drop(source, f"an {msg['op']} (seq {msg['seq']}) came between the parts")
+                self._garbage = True
             outcome = self.writer.classify_cache(msg)
             if outcome != "apply":
                 self._not_applied(m, outcome)
@@ -145,90 +137,26 @@ class CacheFeed:
         return last
 
     def _snapshot_part(self, m: CacheMessage) -> bool:
-        msg, source, seq = m.msg, m.msg["source"], m.msg["seq"]
-        part, parts = msg.get("part", 1), msg.get("parts", 1)
-        if self._offset == 0 and not self._starts_or_follows(m, part, parts):
-            return True
-        st = self.staging[source]
+        msg, source = m.msg, m.msg["source"]
+        if self._offset == 0:
+            verdict = self.snapshots.admit(m, source in self.resync_asked)
+            self._garbage = True  # a discarded staged generation, maybe
+            if verdict == DUPLICATE:
+                self._not_applied(m, "duplicate")
+            if verdict != STAGE:
+                return True
         records = msg["records"][self._offset:self._offset + self._slice]
-        self.gens.stage(source, st.gen, records)
+        self.snapshots.stage(source, records)
         self._offset += len(records)
-        st.records += len(records)
         if self._offset < len(msg["records"]):
             return False
-        st.part, st.last_seq = part, seq
-        self._last_part_mono[source] = time.monotonic()
-        self.counters["cache_snapshot_parts"] += 1
-        if part < parts:
-            self.gens.progress(st)
-            return True
-        self._swap(st)
+        if self.snapshots.part_done(m):
+            # A small cache's old records go in the same step; a port-sized one's in later slices.
+            self.gens.collect_garbage(self._slice)
+            self._garbage = self.gens.has_garbage()
+            self.resync_asked.pop(source, None)
+            self._replay_held(source)
         return True
-
-    def _starts_or_follows(self, m: CacheMessage, part: int, parts: int) -> bool:
-        """Decide what a snapshot part is before its first record is written; False = not staged."""
-        source, seq = m.msg["source"], m.msg["seq"]
-        st = self.staging.get(source)
-        live = self.gens.live(source)
-        live_seq = live[0] if live else 0
-        if st is not None and seq <= st.last_seq or st is None and seq <= live_seq and not (
-                part == 1 and source in self.resync_asked):
-            self._not_applied(m, "duplicate")  # a part seen before, or an old snapshot
-            return False
-        if part == 1:
-            if st is not None:
-                self._discard(st, "a new part 1 restarted the transfer")
-            st = Staged(source, self.gens.next_gen(source), m.backend, seq, seq - 1, 0, parts, self.wall_ms())
-            self.gens.begin(st)
-            self.staging[source] = st
-            self._last_part_mono[source] = time.monotonic()
-            return True
-        if st is not None and parts == st.parts and part == st.part + 1 and seq == st.last_seq + 1:
-            return True
-        self.counters["cache_gaps"] += 1
-        if st is not None:
-            self._drop(source, f"part {part}/{parts} seq {seq} does not follow part {st.part} seq {st.last_seq}")
-        else:
-            self.ask_resync(m.backend, source)
-            log.warning("cache snapshot part %d/%d from %s (seq %d) without its first part: asked for a resync",
-                        part, parts, source, seq)
-        return False
-
-    def _swap(self, st: Staged) -> None:
-        self.gens.swap(st, self.wall_ms())
-        # A small cache's old records go in the same step; a port-sized one's in later slices.
-        self.gens.collect_garbage(self._slice)
-        self._garbage = self.gens.has_garbage()
-        del self.staging[st.source]
-        self._last_part_mono.pop(st.source, None)
-        self.resync_asked.pop(st.source, None)
-        self.dropped.pop(st.source, None)
-        seconds = round((self.wall_ms() - st.started_ms) / 1000, 1)
-        self.swaps[st.source] = {"at_ms": self.wall_ms(), "records": st.records, "parts": st.parts,
-                                 "seconds": seconds, "seq": st.last_seq}
-        self.counters["cache_messages"] += st.parts
-        self.counters["cache_swaps"] += 1
-        log.info("cache snapshot from %s swapped in: seq %d-%d, %d parts, %d records, %.1f s", st.source,
-                 st.first_seq, st.last_seq, st.parts, st.records, seconds)
-        self._replay_held(st.source)
-
-    def _discard(self, st: Staged, why: str) -> None:
-        self.gens.drop(st.source, st.gen)
-        self._garbage = True
-        del self.staging[st.source]
-        self._last_part_mono.pop(st.source, None)
-        log.info("cache snapshot from %s (part %d of %d) discarded: %s", st.source, st.part, st.parts, why)
-
-    def _drop(self, source: str, cause: str) -> None:
-        """Drop the staged parts (the old records stay) and ask for the snapshot again."""
-        st = self.staging[source]
-        self._discard(st, cause)
-        self.counters["cache_snapshots_dropped"] += 1
-        self.dropped[source] = {"cause": cause, "at_ms": self.wall_ms(), "parts_received": st.part,
-                                "parts": st.parts}
-        log.warning("cache snapshot from %s dropped after %d of %d parts (%s); the old records stay, "
-                    "asked for a resync", source, st.part, st.parts, cause)
-        self.ask_resync(st.backend, source)
 
     def _not_applied(self, m: CacheMessage, outcome: str) -> None:
         msg, source = m.msg, m.msg["source"]
@@ -259,8 +187,9 @@ class CacheFeed:
     def _give_up(self, pending: Pending) -> None:
         source = pending.item.msg["source"]
         self._offset = 0
-        if source in self.staging:
-            self._drop(source, "a part could not be applied")
+        if source in self.snapshots:
+            self.snapshots.drop(source, "a part could not be applied")
+            self._garbage = True
 
     def _adapt(self, took_s: float) -> None:
         if took_s > SLICE_TARGET_S * 1.5:

@@ -37,10 +37,12 @@ class Crossings:
         self.random_rate = cfg.referral.random_rate  # changed only on the core thread (a command)
         self.alert_backends = [b.name for b in cfg.backends if "alerts" in b.share]
 
-    def close_safely(self, closed: Closed) -> None:
-        """Write one closed passage; a store failure propagates (the loop retries it)."""
+    def close_safely(self, closed: Closed, before: Callable[[], None] = lambda: None) -> None:
+        """Write one closed passage; a store failure propagates (the loop retries it).
+        `before` runs first in the same transaction (the journal's last counts of its reads)."""
         try:
             with self.writer.transaction():
+                before()
                 self._close(closed)
             if closed.passage is not None:
                 self.writer.remember_head()

@@ -1,8 +1,5 @@
-"""What each inbox item does to the store, on the core thread inside the batch's transaction.
-
-Reads are journaled together (one savepoint for the lot: the fast path); if that
-raises, each read gets its own, so one bad read cannot hold back the others. Every
-other item is handled alone through the guard (`guard.py`).
+"""What each inbox item but a read does to the store, on the core thread inside the batch's
+transaction (reads: `journal.py`). Each item is handled alone through the guard (`guard.py`).
 """
 
 from __future__ import annotations
@@ -14,8 +11,7 @@ from typing import Callable
 from agent.config import Config
 from agent.core.cachefeed import CacheFeed, Refuse
 from agent.core.crossing import Crossings
-from agent.core.guard import ItemGuard, Pending, is_store_failure
-from agent.core.inbox import AlertOut, AskResync, ReadItem, SetRandomRate
+from agent.core.inbox import AlertOut, AskResync, SetRandomRate
 from agent.handoff import CacheMessage, CommandMessage, Delivered, DownlinkRefused
 from agent.store.writer import StoreWriter
 
@@ -33,28 +29,6 @@ class ItemHandler:
         self.wall_ms = wall_ms
         self.refuse = refuse
         self.accepted: list[CommandMessage] = []  # commands whose seq this batch recorded
-
-    def journal(self, reads: list[Pending], guard: ItemGuard, retry: list[Pending]) -> list[tuple[int, ReadItem]]:
-        """Journal the reads; returns (read id, read) for each one written. Failed ones go to `retry`."""
-        if not reads:
-            return []
-        try:
-            with self.writer.savepoint():
-                ids = self.writer.journal([_row(p.item) for p in reads])
-            return list(zip(ids, (p.item for p in reads)))
-        except Exception as e:
-            if is_store_failure(e):
-                raise
-            self.counters["journal_fallbacks"] += 1
-            log.warning("journaling %d reads failed (%s); journaling them one by one", len(reads), e)
-        out: list[tuple[int, ReadItem]] = []
-        for pending in reads:
-            ids: list[int] = []
-            if guard.run(pending, lambda item: ids.extend(self.writer.journal([_row(item)]))):
-                out += [(i, pending.item) for i in ids]
-            else:
-                retry.append(pending)
-        return out
 
     def handle(self, item: object) -> None:
         if isinstance(item, Delivered):
@@ -83,7 +57,3 @@ class ItemHandler:
         else:
             self.accepted.append(cmd)
 
-
-def _row(r: ReadItem) -> tuple:
-    rep = r.report
-    return (r.reader, rep.epc, rep.antenna, rep.rssi, rep.count or 1, r.wall_ms)

@@ -25,6 +25,7 @@ from agent.core.crossing import Crossings
 from agent.core.guard import ItemGuard, Pending, is_store_failure
 from agent.core.inbox import AlertOut, ReadItem, Wake
 from agent.core.items import ItemHandler
+from agent.core.journal import ReadJournal
 from agent.core.outage import StoreOutage
 from agent.core.passages import Passages
 from agent.core.refusals import Refusals
@@ -59,7 +60,8 @@ class LaneCore:
         self.outage = StoreOutage(self.counters)
         self.refuse = Refusals(cfg, writer, self.counters, wall_ms)
         self.crossings = Crossings(cfg, writer, CacheView(writer.conn), self.counters, wall_ms)
-        self.passages = Passages(Aggregator(cfg.aggregation), self.crossings, writer)
+        self.journal = ReadJournal(writer, self.counters)
+        self.passages = Passages(Aggregator(cfg.aggregation), self.crossings, writer, self.journal)
         self.guard = ItemGuard(writer, self.counters, self._alarm)
         # back end name -> its link's request_resync(source, have_seq), set by whoever wires the links
         self.resync: dict[str, Callable[[str, int], None]] = {}
@@ -134,6 +136,7 @@ class LaneCore:
 
     def _keep(self, batch: list[Pending], e: Exception) -> list[Pending]:
         """The batch's transaction failed as a whole: keep its items and retry them."""
+        self.journal.rolled_back()
         if is_store_failure(e):
             return self.outage.hold(batch, e)  # disk full, I/O error: keep everything
         # A bug outside any one item: retry, but set each item aside after MAX_ATTEMPTS like the guard does.
@@ -187,11 +190,12 @@ class LaneCore:
         journaled: list[tuple[int, ReadItem]] = []
         if batch:
             with self.writer.transaction():
-                journaled = self.items.journal([p for p in batch if isinstance(p.item, ReadItem)], self.guard,
-                                               self._retry)
+                journaled = self.journal.journal([p for p in batch if isinstance(p.item, ReadItem)], self.guard,
+                                                 self._retry)
                 for pending in batch:
                     if not isinstance(pending.item, (ReadItem, Wake)) and not self.guard.run(pending, self.items.handle):
                         self._retry.append(pending)
+            self.journal.committed()
         self.counters["reads"] += len(journaled)
         accepted, self.items.accepted = self.items.accepted, []
         try:

@@ -14,6 +14,7 @@ import time
 
 from agent.core.crossing import Crossings
 from agent.core.inbox import ReadItem
+from agent.core.journal import ReadJournal
 from agent.lane.passage import Aggregator, Closed, Read
 from agent.store.writer import StoreWriter
 
@@ -21,10 +22,11 @@ log = logging.getLogger(__name__)
 
 
 class Passages:
-    def __init__(self, aggregator: Aggregator, crossings: Crossings, writer: StoreWriter):
+    def __init__(self, aggregator: Aggregator, crossings: Crossings, writer: StoreWriter, journal: ReadJournal):
         self.aggregator = aggregator
         self.crossings = crossings
         self.writer = writer
+        self.journal = journal
         self._unclosed: list[Closed] = []  # journaled, but the event could not be written yet
 
     def next_deadline(self) -> float | None:
@@ -55,7 +57,8 @@ class Passages:
         closed += self.aggregator.tick(time.monotonic())
         for i, c in enumerate(closed):
             try:
-                self.crossings.close_safely(c)
+                self.crossings.close_safely(c, before=lambda ids=c.read_ids: self.journal.flush(ids))
             except sqlite3.Error:
                 self._unclosed = closed[i:]
                 raise
+            self.journal.consumed(c.read_ids)

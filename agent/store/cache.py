@@ -7,11 +7,12 @@ kept apart: a snapshot from one country never touches the other's records.
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
+
+import cbor2
 
 from agent.errors import DownlinkRejected
 
@@ -167,16 +168,7 @@ def _row(rec: dict) -> tuple:
             key = key.upper()
     return (kind, rec["id"], key, rec.get("eta_ms") if kind == "trip" else None,
             rec.get(expiry_field) if expiry_field else None,
-            json.dumps({k: v for k, v in rec.items() if k in FIELDS[kind]}, default=_json_default))
-
-
-def _json_default(value: Any) -> Any:
-    """CBOR may carry what JSON cannot: byte strings become hex, tags their value."""
-    if isinstance(value, bytes):
-        return value.hex()
-    if hasattr(value, "value"):  # cbor2.CBORTag and similar
-        return value.value
-    return str(value)
+            cbor2.dumps({k: v for k, v in rec.items() if k in FIELDS[kind]}))
 
 
 class CacheView:
@@ -195,33 +187,33 @@ class CacheView:
         rows = self.conn.execute(
             f"SELECT c.source, c.kind, c.body FROM cache_records c {self.LIVE} "
             "WHERE c.kind IN ('driver', 'conveyance', 'equipment') AND c.key = ?", (epc,)).fetchall()
-        return [(s, k, json.loads(b)) for s, k, b in rows]
+        return [(s, k, cbor2.loads(b)) for s, k, b in rows]
 
     def record(self, source: str, kind: str, rid: str) -> dict | None:
         row = self.conn.execute(
             f"SELECT c.body FROM cache_records c {self.LIVE} WHERE c.source = ? AND c.kind = ? AND c.id = ?",
             (source, kind, rid)).fetchone()
-        return json.loads(row[0]) if row else None
+        return cbor2.loads(row[0]) if row else None
 
     def trips_of_conveyance(self, source: str, conveyance_id: str) -> list[dict]:
         rows = self.conn.execute(
             f"SELECT c.body FROM cache_records c {self.LIVE} WHERE c.kind = 'trip' AND c.key = ? AND c.source = ?",
             (conveyance_id, source)).fetchall()
-        return [json.loads(b) for (b,) in rows]
+        return [cbor2.loads(b) for (b,) in rows]
 
     def trips_of_member(self, source: str, member_kind: str, member_id: str) -> list[dict]:
         rows = self.conn.execute(
             "SELECT c.body FROM trip_members m JOIN cache_sources s ON s.source = m.source AND s.gen = m.gen "
             "JOIN cache_records c ON c.source = m.source AND c.gen = m.gen AND c.kind = 'trip' AND c.id = m.trip_id "
             "WHERE m.source = ? AND m.member_kind = ? AND m.member_id = ?", (source, member_kind, member_id)).fetchall()
-        return [json.loads(b) for (b,) in rows]
+        return [cbor2.loads(b) for (b,) in rows]
 
     def lookouts(self, subject_kind: str, subject: str, now_ms: int) -> list[tuple[str, dict]]:
         """Unexpired lookouts on a subject, as (source, record)."""
         rows = self.conn.execute(
             f"SELECT c.source, c.body FROM cache_records c {self.LIVE} WHERE c.kind = 'lookout' AND c.key = ? "
             "AND (c.expires_ms IS NULL OR c.expires_ms > ?)", (f"{subject_kind}:{subject}", now_ms)).fetchall()
-        return [(s, json.loads(b)) for s, b in rows]
+        return [(s, cbor2.loads(b)) for s, b in rows]
 
     def sources(self) -> list[dict]:
         rows = self.conn.execute(

@@ -17,7 +17,14 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from agent.store.cache import ApplyResult, apply_delta, classify, last_seq, member_rows, record_rows
+from agent.store.cache import (
+    ApplyResult,
+    apply_delta,
+    classify,
+    last_seq,
+    member_rows,
+    record_rows,
+)
 
 STAGING, DROPPED, RETIRED = "staging", "dropped", "retired"
 

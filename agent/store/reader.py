@@ -9,7 +9,6 @@ SQLite errors come out as `UnreadableStore` (a `StoreError`) saying what SQLite 
 from __future__ import annotations
 
 import functools
-import json
 import sqlite3
 from typing import Iterator
 
@@ -159,7 +158,7 @@ class StoreReader:
         try:
             for (body,) in self.conn.execute("SELECT body FROM cache_records"):
                 try:
-                    record = json.loads(body)
+                    record = cbor2.loads(body)
                 except (TypeError, ValueError):
                     continue
                 if isinstance(record, dict):

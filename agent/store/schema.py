@@ -85,7 +85,7 @@ def _v1(db: Database) -> None:
             key TEXT,
             eta_ms INTEGER,
             expires_ms INTEGER,
-            body TEXT NOT NULL,
+            body BLOB NOT NULL,  -- the record's DESIGN 2.6 fields, as CBOR
             PRIMARY KEY (source, gen, kind, id)
         ) WITHOUT ROWID""")
     db.execute("CREATE INDEX cache_by_key ON cache_records(kind, key) WHERE key IS NOT NULL")

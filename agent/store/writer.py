@@ -77,8 +77,13 @@ class StoreWriter:
             ids.append(cur.lastrowid)
         return ids
 
+    def update_reads(self, rows: list[tuple[int, float | None, int]]) -> None:
+        """(count, strongest rssi, id): the aggregated reads of a journaled tag (DESIGN 3.1)."""
+        self.conn.executemany("UPDATE reads SET count = ?, rssi = ? WHERE id = ?", rows)
+
     def consume(self, read_ids: Iterable[int], by: str) -> None:
-        self.conn.executemany("UPDATE reads SET consumed_by = ? WHERE id = ?", [(by, i) for i in read_ids])
+        self.conn.executemany("UPDATE reads SET consumed_by = ? WHERE id = ?",
+                              [(by, i) for i in dict.fromkeys(read_ids)])
 
     def open_reads(self) -> list[tuple]:
         """Journaled reads no event has consumed yet, oldest first (for the restart replay)."""

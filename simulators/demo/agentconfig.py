@@ -9,11 +9,25 @@ tables, strings, numbers, booleans and lists of those.
 from __future__ import annotations
 
 import json
+import sys
 import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "config" / "agent.example.toml"
+
+
+def _template() -> Path:
+    """config/agent.example.toml of the checkout, or the copy `pip install` puts in
+    {prefix}/share/laneagent/ (pyproject's data-files) when run from an installed package."""
+    for candidate in (ROOT / "config" / "agent.example.toml",
+                      Path(sys.prefix) / "share" / "laneagent" / "agent.example.toml"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("config/agent.example.toml: not in the checkout nor in "
+                            f"{sys.prefix}/share/laneagent/; reinstall laneagent (pip install .)")
+
+
+TEMPLATE = _template()
 SECTIONS = ("tags", "driver", "conveyance", "equipment", "trip", "shipments", "findings", "referral")
 DEMO_LANE = {"port_code": "0901", "lane_id": "C3", "entering": "CA", "leaving": "US"}
 BACKEND_NAMES = {"CA": "cbsa", "US": "cbp"}

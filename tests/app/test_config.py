@@ -103,3 +103,23 @@ def test_daemon_refuses_bad_config_without_touching_the_database(tmp_path):
     assert result.returncode == 2
     assert f"{path}: lane.lane_id: must be a string" in result.stderr
     assert not store.parent.exists()
+
+
+def test_the_status_file_lives_in_the_runtime_directory_of_the_unit(tmp_path, monkeypatch):
+    """DESIGN part 3: state that only describes the present is not on flash. The unit's
+    store gets /run/laneagent (RuntimeDirectory=) when it exists; any other store, or no
+    runtime directory, keeps the status file beside the store (run by hand, tests)."""
+    from agent import config as config_mod
+
+    state, run = tmp_path / "var-lib-laneagent", tmp_path / "run-laneagent"
+    state.mkdir()
+    monkeypatch.setattr(config_mod, "DEFAULT_STORE_PATH", str(state / "agent.db"))
+    monkeypatch.setattr(config_mod, "RUNTIME_DIR", str(run))
+    doc = {"lane": {"port_code": "0901", "lane_id": "C3", "entering": "CA", "leaving": "US"},
+           "backends": [{"name": "cbsa", "country": "CA", "host": "127.0.0.1"}]}
+    unit = config_mod.parse({**doc, "store": {"path": str(state / "agent.db")}})
+    assert unit.status_path == str(state / "status.json")  # no runtime directory: beside the store
+    run.mkdir()
+    assert unit.status_path == str(run / "status.json")
+    by_hand = config_mod.parse({**doc, "store": {"path": str(tmp_path / "elsewhere" / "agent.db")}})
+    assert by_hand.status_path == str(tmp_path / "elsewhere" / "status.json")

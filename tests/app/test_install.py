@@ -61,6 +61,12 @@ def test_install_then_uninstall_into_a_staging_root(tmp_path):
     helped = subprocess.run([str(opt / "venv/bin/laneagent"), "doctor", "--help"], capture_output=True, text=True,
                             env=env, cwd=tmp_path)
     assert helped.returncode == 0 and "example" in helped.stdout, helped.stderr
+    # The demo runs from the installed package: its config template is installed with it
+    # (pyproject's data-files), and nothing it imports comes from tests/ (not installed).
+    demo = subprocess.run([str(opt / "venv/bin/python"), "-c", "import simulators.demo.lane, "
+                           "simulators.demo.agentconfig as c; print(c.TEMPLATE)"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path)
+    assert demo.stdout.strip() == str(opt / "venv/share/laneagent/agent.example.toml"), demo.stderr
 
     if shutil.which("systemd-analyze"):
         verify = subprocess.run(["systemd-analyze", "verify", "--recursive-errors=no", f"--root={root}",

@@ -37,7 +37,7 @@ def backend_connected(tmp_path):
 
 @pytest.fixture(scope="module")
 def agent_log(tmp_path_factory):
-    from tests.support.mosquitto import Mosquitto
+    from simulators.mosquitto import Mosquitto
 
     tmp = tmp_path_factory.mktemp("logging")
     link = str(tmp / "rfid-booth")
@@ -49,7 +49,7 @@ def agent_log(tmp_path_factory):
         assert wait_for(lambda: reader_state(tmp) == "up"), agent.log_text()
         db = tmp / "state" / "agent.db"
         reads = lambda: sqlite3.connect(f"file:{db}?mode=ro", uri=True).execute(  # noqa: E731
-            "SELECT count(*) FROM reads").fetchone()[0]
+            "SELECT coalesce(sum(count), 0) FROM reads").fetchone()[0]  # reads, aggregated per tag
         assert wait_for(lambda: reads() >= 20), agent.log_text()
         ca.stop()  # back end lost ...
         assert wait_for(lambda: backend_connected(tmp) is False)

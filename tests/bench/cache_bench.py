@@ -71,8 +71,10 @@ class ReadProbe:
 
     def _submit(self) -> None:
         while not self._stop.is_set():
+            # A new tag each time: repeated reads of one tag are aggregated into one row.
+            epc = f"E2000000000000000{len(self.submitted):07X}"
             self.submitted.append(time.perf_counter())
-            self.core.submit_read("probe", TagReport("thingmagic", "E20000000000000000000FFF", 1, rssi=-90),
+            self.core.submit_read("probe", TagReport("thingmagic", epc, 1, rssi=-99),  # too weak: strays
                                   time.monotonic(), int(time.time() * 1000))
             time.sleep(self.every_s)
 
@@ -101,7 +103,6 @@ def run(drivers: int = 1_000_000, trips: int = 200_000, passages: int = 2_000) -
     with tempfile.TemporaryDirectory() as tmp:
         cfg = config.parse({"lane": {"port_code": "0901", "lane_id": "C3", "entering": "CA", "leaving": "US"},
                             "store": {"path": f"{tmp}/agent.db"},
-                            "aggregation": {"min_rssi": -95},
                             "backends": [{"name": "cbsa", "country": "CA", "host": "127.0.0.1"}]})
         writer = StoreWriter(cfg.store.path)
         core = LaneCore(cfg, writer)

@@ -65,24 +65,31 @@ def bare_paho(brokers: list[Mosquitto], n: int, size: int) -> float:
 
 
 def _bare_loop(broker: Mosquitto, n: int, size: int) -> float:
+    """QoS 1 publishes with the same bounded in-flight window as production's link: an
+    unbounded loop queues all n in paho at once and stalls at 100,000 (issue 13)."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-bare-{broker.port}", protocol=mqtt.MQTTv5)
     client.max_inflight_messages_set(INFLIGHT_WINDOW)
     client.max_queued_messages_set(0)
     acked = 0
+    room = threading.Condition()
 
     def on_publish(*_):
         nonlocal acked
-        acked += 1
+        with room:
+            acked += 1
+            room.notify()
 
     client.on_publish = on_publish
     client.connect(broker.host, broker.port)
     client.loop_start()
     payload = b"x" * size
     start = time.perf_counter()
-    for _ in range(n):
+    for sent in range(n):
+        with room:
+            room.wait_for(lambda: sent - acked < INFLIGHT_WINDOW, timeout=30)
         client.publish("bench/bare", payload, qos=1)
-    while acked < n:
-        time.sleep(0.001)
+    with room:
+        room.wait_for(lambda: acked >= n, timeout=60)
     elapsed = time.perf_counter() - start
     client.loop_stop()
     client.disconnect()

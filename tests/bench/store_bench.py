@@ -21,7 +21,7 @@ from agent import config
 from agent.core import LaneCore
 from agent.readers.report import TagReport
 from agent.store.writer import StoreWriter
-from tests.support.mosquitto import Mosquitto
+from simulators.mosquitto import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
 

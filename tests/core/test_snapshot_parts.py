@@ -225,3 +225,13 @@ def test_a_one_part_snapshot_works_as_before(lane):
     lane.send(snap(2, fleet("two", range(1, 2), now_ms())))
     wait_for(lambda: lane.live_seq() == 2)
     assert lane.trips() == ["two-TR1"] and lane.trip_of("A0002") == []
+
+
+def test_a_replayed_signed_part_is_refused_and_changes_nothing(lane):
+    parts = [CacheMessage(m.backend, m.msg, signed=True) for m in in_parts(1, fleet("new", range(1, 4), now_ms()), 3)]
+    lane.send(*parts)
+    wait_for(lambda: lane.live_seq() == 3)
+    lane.send(parts[1])  # someone replays a signed part
+    wait_for(lambda: lane.core.counters["downlink_rejected_replay"] == 1, what="the replay refused")
+    assert lane.trips() == ["new-TR1"] and lane.live_seq() == 3
+    assert lane.core.counters["cache_duplicates"] == 0 and lane.core.counters["cache_swaps"] == 1

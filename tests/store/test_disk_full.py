@@ -34,8 +34,12 @@ def fill_up(writer):
     writer.conn.execute(f"PRAGMA max_page_count = {pages}")
 
 
-def submit(lane, epc, n, start_ms):
-    for i in range(n):
+def submit(lane, tags, reads_each, start_ms):
+    """`reads_each` reads of each of `tags` tags, tag after tag, one millisecond apart. Repeated
+    reads of a journaled tag are aggregated into its row (DESIGN 3.1), so it takes many tags,
+    not many reads, to need new pages of a full database."""
+    for i in range(tags * reads_each):
+        epc = f"E2000000000000000000{i // reads_each:04X}"
         lane.submit_read("booth", TagReport("thingmagic", epc, 1, rssi=-50), time.monotonic(), start_ms + i)
 
 
@@ -43,13 +47,14 @@ def test_reads_are_held_while_full_and_written_after(tmp_path):
     writer, lane = make(tmp_path)
     try:
         fill_up(writer)
-        submit(lane, "E2000000000000000000AA01", 3000, 1_000)
+        submit(lane, 300, 10, 1_000)
         assert wait_for(lambda: lane.store_error is not None)
         assert "full" in lane.store_error
         assert writer.conn.execute("SELECT count(*) FROM reads").fetchone()[0] == 0
         writer.conn.execute("PRAGMA max_page_count = 1073741823")  # room again
         assert wait_for(lambda: lane.store_error is None and lane.counters["events"] == 1)
-        assert writer.conn.execute("SELECT count(*) FROM reads").fetchone()[0] == 3000
+        # Every read is kept: one row per tag, its count the reads aggregated into it.
+        assert writer.conn.execute("SELECT count(*), sum(count) FROM reads").fetchone() == (300, 3000)
         assert lane.counters["reads_lost"] == 0
         assert writer.conn.execute("SELECT count(*) FROM alerts WHERE kind = 'gap'").fetchone()[0] == 0
     finally:
@@ -62,12 +67,13 @@ def test_beyond_the_bound_the_oldest_become_a_gap_alert(tmp_path, monkeypatch):
     writer, lane = make(tmp_path)
     try:
         fill_up(writer)
-        submit(lane, "E2000000000000000000AA02", 1500, 10_000)
+        submit(lane, 150, 10, 10_000)
         assert wait_for(lambda: lane.counters["reads_lost"] == 500)
         writer.conn.execute("PRAGMA max_page_count = 1073741823")
         assert wait_for(lambda: lane.store_error is None and lane.counters["events"] == 1)
-        kept = writer.conn.execute("SELECT min(wall_ms), max(wall_ms), count(*) FROM reads").fetchone()
-        assert kept == (10_500, 11_499, 1000)  # the newest were kept
+        # The newest were kept: the last 100 tags' 1,000 reads (a row's wall_ms is its first read).
+        kept = writer.conn.execute("SELECT min(wall_ms), max(wall_ms), count(*), sum(count) FROM reads").fetchone()
+        assert kept == (10_500, 11_490, 100, 1000)
         [(body,)] = writer.conn.execute("SELECT body FROM alerts WHERE kind = 'gap'").fetchall()
         assert cbor2.loads(body)["detail"] == {"first_ms": 10_000, "last_ms": 10_499, "count": 500,
                                                "reason": "disk_full"}

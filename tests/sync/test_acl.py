@@ -12,7 +12,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.support.mosquitto import free_port
+from simulators.mosquitto import free_port
 from tests.support.pki import PKI, Peer, reference_acl, reference_broker_conf
 
 NOT_AUTHORIZED = 135

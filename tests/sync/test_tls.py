@@ -33,7 +33,7 @@ from agent.store.writer import StoreWriter
 from agent.sync import tls
 from tests.helpers import backend_toml, cli, lane_toml, wait_for
 from tests.lane_harness import Agent
-from tests.support.mosquitto import free_port
+from simulators.mosquitto import free_port
 from tests.support.pki import PKI, Peer, reference_acl, reference_broker_conf
 from tests.sync.wiring import links_for
 
