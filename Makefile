@@ -12,6 +12,20 @@ demo: setup mosquitto
 test: setup mosquitto
 	$(BIN)/python -m pytest -q
 
+# The metrics tests with a real Prometheus server and promtool (Debian's prometheus
+# package, installed here when missing; `make test` skips those parts without it).
+.PHONY: test-metrics
+test-metrics: setup mosquitto
+	@if ! command -v promtool >/dev/null 2>&1; then \
+	  echo "promtool is missing: installing Debian's prometheus package ..."; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; else \
+	    echo "Cannot install prometheus without root. Run: su -c 'apt-get update && apt-get install -y prometheus'"; exit 1; fi; \
+	  { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || { \
+	    echo "apt-get could not install prometheus. Run by hand: sudo apt-get install -y prometheus"; exit 1; }; \
+	fi
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/app/test_metrics.py tests/app/test_metrics_units.py \
+	  tests/app/test_metrics_dashboard.py $(wildcard tests/cli/test_progress*.py)
+
 test-long: setup mosquitto
 	LANEAGENT_LONG=1 $(BIN)/python -m pytest -q
 

@@ -89,6 +89,19 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = ""  # "host:port" of the Prometheus /metrics endpoint; "" = off
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to bind, or None when metrics are off; "[::1]:9464" gives ("::1", 9464)."""
+        if not self.listen:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
 class ReaderConfig:
     name: str
     dialect: str
@@ -135,6 +148,7 @@ class Config:
     referral: ReferralConfig = field(default_factory=ReferralConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     programs: ProgramsConfig | None = None  # None: nothing is trusted (DESIGN 2.7)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     readers: tuple[ReaderConfig, ...] = ()
     backends: tuple[BackendConfig, ...] = ()
 
@@ -292,8 +306,22 @@ BACKEND = {
     "verify_key": (str, False, None),
 }
 CACHE = {"snapshot_timeout_s": (NUM, False, _positive)}
+
+
+def _listen(v: str) -> str | None:
+    """"" (off) or "host:port"; an IPv6 host goes in brackets: "[::1]:9464"."""
+    if v == "":
+        return None
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535 or (":" in host and not (
+            host.startswith("[") and host.endswith("]"))) or re.search(r"\s", v):
+        return f"{v!r} is not \"host:port\" (e.g. \"127.0.0.1:9464\", \"[::1]:9464\"), nor \"\" (off)"
+    return None
+
+
+METRICS = {"listen": (str, False, _listen)}
 TOP = {"lane": dict, "store": dict, "aggregation": dict, "referral": dict, "cache": dict, "programs": dict,
-       "readers": list, "backends": list}
+       "metrics": dict, "readers": list, "backends": list}
 TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "a table", NUM: "a number"}
 
 
@@ -370,6 +398,7 @@ def parse(doc: dict, path: str = "<config>", *, dialects=None) -> Config:
     referral = _check_table(doc.get("referral", {}), REFERRAL, "referral", problems)
     cache = _check_table(doc.get("cache", {}), CACHE, "cache", problems)
     programs = _check_programs(doc, lane, problems)
+    metrics = _check_table(doc.get("metrics", {}), METRICS, "metrics", problems)
     readers = _array(doc, "readers", READER, problems)
     backends = _array(doc, "backends", BACKEND, problems)
     _check_dialects(readers, dialects, problems)
@@ -410,6 +439,7 @@ def parse(doc: dict, path: str = "<config>", *, dialects=None) -> Config:
         referral=ReferralConfig(**referral),
         cache=CacheConfig(**cache),
         programs=programs,
+        metrics=MetricsConfig(**metrics),
         readers=tuple(ReaderConfig(**item) for _, item in readers),
         backends=tuple(BackendConfig(**item) for _, item in backends),
     )

@@ -19,6 +19,7 @@ from agent.app.alarm_rules import AlarmRules
 from agent.app.alarms import Alarms
 from agent.app.commands import Commands
 from agent.app.figures import Figures
+from agent.app.metrics import MetricsServer
 from agent.app.watchdog import Watchdog
 from agent.config import Config
 from agent.core import LaneCore
@@ -55,6 +56,7 @@ class Daemon:
         self.commands = Commands(cfg.store.path, self.core, self.links_by_name, self.figures.health,
                                  self.watchdog.problems)
         self.status_file = StatusFile(cfg.status_path)
+        self.metrics = MetricsServer(cfg, self.figures, self.alarms)
         self._stop = threading.Event()
         self._dump_traffic = threading.Event()
         self._next_traffic_mono = time.monotonic() + TRAFFIC_DUMP_EVERY_S
@@ -74,6 +76,7 @@ class Daemon:
             signal.signal(sig, lambda *_: self._stop.set())
         signal.signal(signal.SIGUSR1, lambda *_: self.retry_now())  # `laneagent queue retry`
         signal.signal(signal.SIGUSR2, lambda *_: self._dump_traffic.set())  # `laneagent diag`
+        self.metrics.start()  # bound before READY: a scrape never finds a half-started lane refused
         self.core.start()
         self.commands.start()
         for part in self.links + self.sessions:
@@ -94,6 +97,7 @@ class Daemon:
     def shutdown(self) -> None:
         systemd.notify("STOPPING=1")
         log.info("stopping: readers first, then the store, then the links")
+        self.metrics.stop()
         for session in self.sessions:
             session.stop(timeout=5.0)
         self.core.stop()

@@ -17,6 +17,7 @@ import typing
 import cbor2
 
 from agent.cli.common import load_config, print_json
+from agent.cli.progress import Progress
 from agent.errors import DownlinkRejected, StoreError
 from agent.store.cache import validate_cache_message
 from agent.store.writer import StoreWriter
@@ -37,9 +38,11 @@ def register(subparsers) -> None:
     imp.set_defaults(func=run_import)
 
 
-def iter_messages(path: str) -> Iterator:
+def iter_messages(path: str, read: list[float] | None = None) -> Iterator:
     """JSON (one message or an array), or CBOR: one message, an array, or messages back to
-    back (streamed: a million-record cache never sits in memory whole)."""
+    back (streamed: a million-record cache never sits in memory whole). `read`, when given,
+    holds the share of the file read so far (0..1) as each message is handed out."""
+    read = read if read is not None else [0.0]
     with open(path, "rb") as f:
         if path.endswith(".json") or f.read(1) in (b"{", b"["):
             f.seek(0)
@@ -47,7 +50,10 @@ def iter_messages(path: str) -> Iterator:
                 doc = json.load(f)
             except ValueError as e:
                 raise DownlinkRejected("malformed", f"{path}: not valid JSON: {e}") from e
-            yield from (doc if isinstance(doc, list) else [doc])
+            items = doc if isinstance(doc, list) else [doc]
+            for i, item in enumerate(items):
+                read[0] = (i + 1) / len(items)
+                yield item
             return
         f.seek(0)
         size = os.fstat(f.fileno()).st_size
@@ -57,7 +63,10 @@ def iter_messages(path: str) -> Iterator:
                 doc = cbor2.load(f)
             except (ValueError, cbor2.CBORDecodeError) as e:
                 raise DownlinkRejected("malformed", f"{path}: not valid CBOR at byte {at}: {e}") from e
-            yield from (doc if isinstance(doc, (list, tuple)) else [doc])
+            items = doc if isinstance(doc, (list, tuple)) else [doc]
+            for i, item in enumerate(items):
+                read[0] = (at + (f.tell() - at) * (i + 1) / len(items)) / max(size, 1)
+                yield item
 
 
 def run_import(args) -> int:
@@ -75,21 +84,24 @@ def run_import(args) -> int:
     results: list[dict] = []
     started = time.monotonic()
     code = 0
+    progress, read, records = Progress("cache import", "records", json_out=args.json), [0.0], 0
     try:
         # One transaction per message, as the downlink applies them: a bad message
         # further on leaves the earlier ones applied and changes nothing itself.
-        for i, msg in enumerate(iter_messages(args.file)):
+        for msg in iter_messages(args.file, read):
             msg = validate_cache_message(msg)
             with writer.transaction():
                 r = writer.apply_cache(msg, int(time.time() * 1000))
             results.append({"source": r.source, "seq": r.seq, "outcome": r.outcome, "records": r.records})
-            if not args.json and sys.stderr.isatty() and i % 50 == 49:
-                print(f"  {i + 1} messages, {sum(x['records'] for x in results):,} records ...", file=sys.stderr)
+            records += r.records
+            progress.update(records, read[0])
     except DownlinkRejected as e:
+        progress.done()
         print(f"laneagent cache import: {args.file}: message {len(results) + 1}: {e} "
               f"({len(results)} message(s) before it were applied; it and the rest were not)", file=sys.stderr)
         code = 3
     finally:
+        progress.done()
         writer.close()
     if args.json:
         print_json({"file": args.file, "messages": results, "seconds": round(time.monotonic() - started, 3)})

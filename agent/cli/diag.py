@@ -16,12 +16,14 @@ import os
 import sys
 import tarfile
 import time
+from typing import Callable
 
 from agent import __version__
 from agent import config as config_mod
 from agent.readers.registry import load_config
 from agent.cli import doctor as doctor_cmd
 from agent.cli.common import Paint
+from agent.cli.progress import Progress
 from agent.diagnostics import bundle, traffic
 from agent.errors import ConfigError, StoreError
 
@@ -59,11 +61,12 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def collect(config_path: str | None, timeout: float) -> dict[str, str]:
-    """Every file of the bundle, by name, scrubbed of personal data."""
+def collect(config_path: str | None, timeout: float, say: Callable[[str], None] = lambda text: None) -> dict[str, str]:
+    """Every file of the bundle, by name, scrubbed of personal data. `say` hears each step."""
     path = config_path or config_mod.default_path()
     files: dict[str, str] = {}
     notes: list[str] = []
+    say("reading the config")
     try:
         cfg = load_config(path)
     except ConfigError as e:
@@ -77,12 +80,14 @@ def collect(config_path: str | None, timeout: float) -> dict[str, str]:
     if cfg:
         from agent.cli import status as status_cmd
 
+        say("reading the lane's status")
         try:
             doc = status_cmd.gather(cfg)
             files["status.json"] = json.dumps(doc, indent=2, default=str)
             files["status.txt"] = status_cmd.render(doc, Paint(io.StringIO()))
         except StoreError as e:
             notes.append(f"status: cannot read the lane's state: {e}")
+        say("asking the daemon for its reader traffic")
         notes.append("traffic: " + bundle.ask_daemon_for_traffic(cfg))
         for reader in cfg.readers:
             dump = traffic.dump_path(os.path.dirname(cfg.status_path), reader.name)
@@ -94,16 +99,21 @@ def collect(config_path: str | None, timeout: float) -> dict[str, str]:
                              "and on SIGUSR2 once its reader traffic is recorded)")
             except ValueError as e:
                 notes.append(f"traffic-{reader.name}.hex: {dump} is damaged: {e}")
+        say("measuring the database")
         files["database.json"] = json.dumps(bundle.database_stats(cfg.store.path), indent=2, default=str)
+    say(f"running doctor's checks (readers, brokers: up to {timeout:g} s each)")
     verdicts, doctor_doc = doctor_cmd.report(path, timeout)
     files["doctor.json"] = json.dumps(doctor_doc, indent=2)
     files["doctor.txt"] = doctor_cmd.render(verdicts, path, Paint(io.StringIO()))
+    say("reading the logs")
     files["logs.txt"] = bundle.journal_text()
+    say("describing the system")
     files["system.txt"] = bundle.system_text(cfg)
     files["notes.txt"] = "\n".join(notes) + "\n"
     lane = f"{cfg.lane.port_code}/{cfg.lane.lane_id}" if cfg else "unknown (config not loaded)"
     files["README.txt"] = README.format(lane=lane, when=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                                         host=os.uname().nodename, version=__version__)
+    say("removing personal data")
     return {name: scrub(text) for name, text in files.items()}
 
 
@@ -120,7 +130,11 @@ def write(out: str, files: dict[str, str], folder: str) -> None:
 
 
 def run(args) -> int:
-    files = collect(args.config, args.timeout)
+    progress = Progress("diag")
+    try:
+        files = collect(args.config, args.timeout, progress.say)
+    finally:
+        progress.done()
     folder = "laneagent-diag-" + time.strftime("%Y%m%dT%H%M%S")
     try:
         write(args.out, files, folder)

@@ -9,8 +9,10 @@ retention leave the chain starting later; that is reported, not an error.
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 
 from agent.cli.common import open_lane, print_json
+from agent.cli.progress import Progress
 from agent.lane.event import GENESIS, IDENTITY_KEYS, chain_hash, section_digests
 from agent.store.reader import StoreReader
 
@@ -22,12 +24,15 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def verify(store: StoreReader) -> dict:
+def verify(store: StoreReader, progress: Callable[[int, float | None], None] = lambda checked, share: None) -> dict:
+    """`progress(checked, share of the chain)` is called as the check goes (the CLI's progress line)."""
     first_break = None
     checked = 0
     prev_seq, prev_hash, first_seq = None, None, None
+    last_stored = store.last_event_seq()
     for seq, stored_hash, event in store.chain_events():
         problem = None
+        progress(checked, (seq - first_seq) / max(last_stored - first_seq + 1, 1) if first_seq else 0.0)
         if first_seq is None:
             first_seq = seq
             if seq == 1 and event["prev_hash"] != GENESIS:
@@ -63,8 +68,12 @@ def run(args) -> int:
     if opened is None:
         return 2
     _, store = opened
+    progress = Progress("verify", "events", json_out=args.json)
     with store:
-        doc = verify(store)
+        try:
+            doc = verify(store, progress.update)
+        finally:
+            progress.done()
     if args.json:
         print_json(doc)
     elif doc["ok"]:

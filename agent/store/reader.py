@@ -18,6 +18,7 @@ from sqlite_utils import Database
 from agent.store.cache import CacheView, last_seq
 from agent.store.db import UnreadableStore, chain_state, open_reader
 from agent.store.outbox import Outbox
+from agent.store.tallies import Tallies
 
 
 def _reading(method):
@@ -119,6 +120,12 @@ class StoreReader:
         return self.conn.execute(
             "SELECT item_id, delivered_ms, attempts FROM deliveries WHERE backend = ? AND item_type = 'event' "
             "AND item_id >= ? AND delivered_ms IS NOT NULL ORDER BY item_id", (backend, first_seq)).fetchall()
+
+    @property
+    def tallies(self) -> Tallies:
+        """Totals that only grow and recent deliveries, for the metrics (`agent.store.tallies`).
+        Its methods raise sqlite3 errors; the metrics report a failed scrape part, not a crash."""
+        return Tallies(self.conn)
 
     # --- the backlog ------------------------------------------------------------------------
     @_reading

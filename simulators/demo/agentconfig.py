@@ -43,6 +43,7 @@ def demo_config(store_path: Path, reader_url: str, broker_ports: dict[str, int],
     refer_on = list(doc["referral"].get("refer_on", []))
     doc["referral"]["refer_on"] = refer_on + [c for c in ("not_fast_eligible",) if c not in refer_on]
     doc["store"]["path"] = str(store_path)
+    doc["metrics"] = {"listen": ""}  # off: the example's fixed port may be taken on this machine
     doc.setdefault("aggregation", {})["idle_close_s"] = 2.0
     reader = dict(doc["readers"][0], name="booth", dialect="thingmagic", url=reader_url, silence_timeout_s=5)
     doc["readers"] = [reader]

@@ -15,7 +15,6 @@ import pytest
 from agent import config
 from agent.core import LaneCore
 from agent.core.guard import MAX_ATTEMPTS
-from agent.core.inbox import AlertOut
 from agent.handoff import CacheMessage, CommandMessage, Delivered
 from agent.lane.event import alarm_alert
 from agent.readers.report import TagReport
