@@ -85,7 +85,8 @@ class BackendLink:
 
     def snapshot(self) -> dict:
         backend = self.backend
-        return {"name": backend.name, "country": backend.country, "broker": f"{backend.host}:{backend.port}",
+        broker = ",".join(self.connection.ring.name(i) for i in range(len(backend.nodes)))
+        return {"name": backend.name, "country": backend.country, "broker": broker,
                 "tls": backend.tls is not None, **self._figures.snapshot()}
 
     connected = property(lambda self: self._figures.connected)
