@@ -215,6 +215,8 @@ class Connection:
         if refused:
             self.figures.error(f"{self.ring.name()} refused the subscription to {', '.join(refused)}; "
                                "reconnecting with back-off")
+            self.up = False  # not a lost connection: a failed try, counted now (before the socket closes)
+            self._attempt_over(failed=True)
             client.disconnect()
             return
         self._granted_mono = time.monotonic()
