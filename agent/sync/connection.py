@@ -45,13 +45,14 @@ def reconnect_wait(attempt: int) -> float:
 class Connection:
     def __init__(self, cfg: Config, backend: BackendConfig, figures: LinkFigures, *,
                  birth: Callable[[], dict], subscriptions: list[tuple[str, int]],
-                 on_up: Callable[[], None], in_flight: Callable[[], int], stopping: Callable[[], bool]):
+                 on_up: Callable[[], None], on_new_session: Callable[[], None] = lambda: None, in_flight: Callable[[], int], stopping: Callable[[], bool]):
         self.backend, self.figures = backend, figures
         self.base = cfg.base_topic(backend)
         self.client_id = f"laneagent-{cfg.lane.port_code}-{cfg.lane.lane_id}-{backend.name}"
         self.identity = {"port": cfg.lane.port_code, "lane": cfg.lane.lane_id, "agent_version": __version__}
         self._birth, self._subscriptions = birth, subscriptions
         self._on_up, self._in_flight, self._stopping = on_up, in_flight, stopping
+        self._on_new_session = on_new_session
         self.up = False  # CONNACK accepted and not lost since (this thread's own view)
         self.ring = NodeRing(backend.nodes)
         self._next_try = 0.0
@@ -204,6 +205,8 @@ class Connection:
         self._sub_mid = client.subscribe(self._subscriptions)[1]
         client.publish(f"{self.base}/status", cbor2.dumps({"v": 1, "type": "status", "state": "online",
                                                            **self.identity, **self._birth()}), qos=1, retain=True)
+        if not flags.session_present:
+            self._on_new_session()
         self._on_up()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:

@@ -185,3 +185,28 @@ def test_same_client_id_and_session_on_every_node(tmp_path, broker_factory, vers
         assert client._clean_session is False if version == "3.1.1" else client._clean_start is False
     finally:
         link.stop()
+
+
+def test_a_lost_session_asks_for_a_resync(tmp_path, broker_factory):
+    """A broker (or a cluster node holding a classic session queue) that comes back without
+    our session has lost what was queued for us: the link asks for a resync at once."""
+    node = broker_factory("n1", persistent=False)
+    lane = Lane(cluster_cfg(tmp_path, [addr(node)]))
+    link, asked = lane.links[0], []
+    send = link.request_resync
+    link.request_resync = lambda source, have: (asked.append((source, have)), send(source, have))
+    probe = Probe(node, ["border/0901/C3/#"])
+    try:
+        wait_for(lambda: probe.on("/status"), what="the link's birth")
+        probe.publish("border/0901/cache", {"v": 1, "type": "cache", "source": "CA", "seq": 1, "op": "snapshot",
+                                            "records": [{"kind": "driver", "id": "D1", "card_epc": "AA01"}]})
+        wait_for(lambda: lane.core.counters["cache_messages"] == 1, what="the cache message applied")
+        assert not probe.on("/requests")
+        probe.close()
+        node.restart()  # no persistence: the lane's session is gone
+        probe = Probe(node, ["border/0901/C3/#"])
+        wait_for(lambda: asked, what="a resync asked for")
+        assert asked == [("CA", 1)]
+    finally:
+        lane.stop()
+        probe.close()
