@@ -10,8 +10,11 @@ learn about the connection through `LinkFigures`.
 from __future__ import annotations
 
 import logging
+import queue
 import random
+import socket
 import ssl
+import threading
 import time
 from typing import Callable
 
@@ -33,6 +36,7 @@ CONNACK_TIMEOUT_S = 10.0
 BACKOFF_MULTIPLIER_S = 0.5
 BACKOFF_MAX_S = 60.0
 STABLE_S = 10.0  # a connection up this long with its subscriptions granted resets the back-off
+RECHECK_S = 30.0  # how often, while connected, the unreachable nodes are looked at again
 NODE_CONNECT_TIMEOUT_S = 3.0  # TCP (+TLS) per node of a cluster, so a dead node cannot hold the failover
 
 
@@ -267,6 +271,33 @@ class NodeRing:
         self.failures = 0
         self.stable = False
         self._unreachable: set[int] = set()
+        self._answered: queue.SimpleQueue = queue.SimpleQueue()  # node indexes the probe thread reached
+        self._next_recheck = 0.0
+
+    def recheck(self, connected: bool) -> bool:
+        """While connected, every RECHECK_S see on a short-lived thread whether the unreachable
+        nodes accept TCP again, so status stops naming a node that has returned (the link stays
+        where it is). True when the unreachable set changed (on this, the link's thread)."""
+        changed = False
+        while not self._answered.empty():
+            index = self._answered.get()
+            changed |= index in self._unreachable and index != self.index
+            if index != self.index:
+                self._unreachable.discard(index)
+        now = time.monotonic()
+        if connected and self._unreachable and now >= self._next_recheck:
+            self._next_recheck = now + RECHECK_S
+            nodes = [(i, self.nodes[i]) for i in sorted(self._unreachable)]
+            threading.Thread(target=self._probe, args=(nodes,), name="node-recheck", daemon=True).start()
+        return changed
+
+    def _probe(self, nodes: list[tuple[int, tuple[str, int]]]) -> None:
+        for index, (host, port) in nodes:
+            try:
+                with socket.create_connection((host, port), timeout=NODE_CONNECT_TIMEOUT_S):
+                    self._answered.put(index)
+            except OSError:
+                pass
 
     @property
     def current(self) -> tuple[str, int]:

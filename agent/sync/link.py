@@ -119,6 +119,9 @@ class BackendLink:
             delivered = drain.take_delivered()
             if delivered:
                 self._submit(Delivered(self.backend.name, delivered))
+            if connection.ring.recheck(connection.up):
+                self._figures.nodes(connection.ring.name() if connection.up else None,
+                                    connection.ring.unreachable_names())
             if connection.up:
                 self._send_control()
                 drain.step()

@@ -52,7 +52,8 @@ def events_everywhere(probes) -> dict[str, int]:
     return {e["event_id"]: e["seq"] for p in probes for e in p.on("/events")}
 
 
-def test_failover_within_5s_stays_put_when_the_node_returns(tmp_path, broker_factory):
+def test_failover_within_5s_stays_put_when_the_node_returns(tmp_path, broker_factory, monkeypatch):
+    monkeypatch.setattr("agent.sync.connection.RECHECK_S", 0.5)
     nodes = [broker_factory(n) for n in ("n1", "n2", "n3")]
     probes = [Probe(b, ["border/0901/C3/#"]).wait_subscribed() for b in nodes]
     lane = Lane(cluster_cfg(tmp_path, [addr(b) for b in nodes]))
@@ -79,6 +80,9 @@ def test_failover_within_5s_stays_put_when_the_node_returns(tmp_path, broker_fac
         wait_for(lambda: len(events_everywhere(probes)) == 3, what="the third event")
         assert link.snapshot()["node"] == addr(nodes[1])
         assert sorted(events_everywhere(probes).values()) == [1, 2, 3]
+        # status stops naming the node once it answers again, and the link still stays put
+        wait_for(lambda: link.snapshot()["unreachable"] == [], what="the returned node no longer unreachable")
+        assert link.snapshot()["node"] == addr(nodes[1])
         assert took < FAILOVER_S
     finally:
         lane.stop()
