@@ -7,7 +7,8 @@ at first; it acks every event on B/acks, as a back end with `require_ack` does. 
 are counted by `event_id` over everything the consumer received: each must arrive (at
 least once), any duplicate must carry the same `event_id` and `seq`, and `seq` must be
 contiguous from 1. Skipped, with the reason, where rabbitmq-server cannot be installed or
-started (`make rabbitmq` installs it).
+started (`make rabbitmq` installs it). The whole-cluster outage runs under `make test-cluster`
+only: a 3-node cluster killed whole takes minutes to boot again on two shared cores.
 """
 
 from __future__ import annotations
@@ -35,8 +36,6 @@ WHOLE_RESTART_S = 240.0
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    if os.environ.get("LANEAGENT_CLUSTER") != "1":
-        pytest.skip("the 3-node RabbitMQ cluster tests take several minutes on two cores: make test-cluster")
     why = find_rabbitmq()
     if why:
         pytest.skip(why)
@@ -185,6 +184,8 @@ def test_node_killed_under_a_lane_nothing_lost(tmp_path, cluster):
         country.close()
 
 
+@pytest.mark.skipif(os.environ.get("LANEAGENT_CLUSTER") != "1",
+                    reason="a whole RabbitMQ cluster rebooting takes minutes on two cores: make test-cluster")
 def test_whole_cluster_down_then_back_backlog_drains(tmp_path, cluster):
     lane_id = "K2"
     country = Country(cluster.nodes[1], lane_id)
@@ -206,7 +207,10 @@ def test_whole_cluster_down_then_back_backlog_drains(tmp_path, cluster):
         # out", CONNACK "Server unavailable"); the lane backs off and retries meanwhile.
         for node in cluster.nodes:
             node.wait_listening(timeout=WHOLE_RESTART_S)
-        wait_for(lambda: link.connected, timeout=WHOLE_RESTART_S, what="the lane back")
+        try:
+            wait_for(lambda: link.connected, timeout=WHOLE_RESTART_S, what="the lane back")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; link: {link.last_error}; node 1 log: {cluster.nodes[0].log_tail(1500)}")
         wait_for(lambda: len(country.seqs()) == 8, timeout=60, what="the backlog drained")
         country.check_exactly_once(8)
         wait_for(lambda: owed(lane) == 0, timeout=20, what="every event acked by the country")
