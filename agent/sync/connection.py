@@ -234,8 +234,8 @@ class Connection:
         if was_up and self._stopping():
             log.info("back end %s: disconnected (agent stopping)", self.backend.name)
         elif was_up:
-            log.warning("back end %s: connection to %s lost (%s); %d in flight kept for re-send", self.backend.name,
-                        self.ring.name(), reason_code, self._in_flight())
+            log.warning("back end %s: connection lost (%s, node %s); %d in flight kept for re-send",
+                        self.backend.name, reason_code, self.ring.name(), self._in_flight())
             if reason_code.is_failure:
                 self.figures.error(f"disconnected from {self.ring.name()}: {reason_code}", quiet=True)
         elif not self._connack_seen and self._attempt_open:

@@ -13,6 +13,7 @@ only: a 3-node cluster killed whole takes minutes to boot again on two shared co
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -182,6 +183,29 @@ def test_node_killed_under_a_lane_nothing_lost(tmp_path, cluster):
     finally:
         lane.stop()
         country.close()
+
+
+def test_reference_config_quorum_sessions_and_no_anonymous_login(cluster):
+    """What config/rabbitmq/rabbitmq.conf promises: a persistent session is a quorum queue
+    (it survives its node), and a client without credentials is refused."""
+    country = Country(cluster.nodes[1], "Q1")
+    try:
+        queues = cluster.nodes[1].ctl("list_queues", "name", "type", "--formatter", "json")
+        assert {"name": "mqtt-subscription-country-ca-Q1qos1", "type": "quorum"} in json.loads(queues)
+    finally:
+        country.close()
+    answer = threading.Event()
+    codes = []
+    anon = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="anonymous-probe", protocol=mqtt.MQTTv311)
+    anon.on_connect = lambda c, u, f, rc, p: (codes.append(rc), answer.set())
+    anon.connect(cluster.nodes[1].host, cluster.nodes[1].mqtt_port)
+    anon.loop_start()
+    try:
+        assert answer.wait(20), "no CONNACK to an anonymous CONNECT"
+        assert codes[0].is_failure, codes
+    finally:
+        anon.loop_stop()
+        anon.disconnect()
 
 
 @pytest.mark.skipif(os.environ.get("LANEAGENT_CLUSTER") != "1",
