@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test test-long soak bench fuzz setup mosquitto install uninstall clean
+.PHONY: demo test test-long soak bench fuzz setup mosquitto rabbitmq test-cluster install uninstall clean
 
 demo: setup mosquitto
 	$(BIN)/python -m simulators.demo
@@ -59,6 +59,19 @@ mosquitto:
 	{ $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto >/dev/null; } || { \
 	  echo "apt-get could not install mosquitto. Run by hand: sudo apt-get update && sudo apt-get install -y mosquitto"; exit 1; }; \
 	echo "mosquitto installed (the tests and the demo start their own brokers on free ports)."
+
+rabbitmq:
+	@if test -x /usr/lib/rabbitmq/bin/rabbitmq-server; then exit 0; fi; \
+	echo "rabbitmq-server is missing: installing it from Debian's packages ..."; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; else \
+	  echo "Cannot install rabbitmq-server without root. Run: su -c 'apt-get update && apt-get install -y rabbitmq-server'"; exit 1; fi; \
+	{ $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq rabbitmq-server >/dev/null; } || { \
+	  echo "apt-get could not install rabbitmq-server. Run by hand: sudo apt-get update && sudo apt-get install -y rabbitmq-server"; exit 1; }; \
+	echo "rabbitmq-server installed (the cluster tests start their own 3-node cluster on free loopback ports)."
+
+# The tests against a real 3-node RabbitMQ cluster (several minutes: each boot takes ~25 s on two cores).
+test-cluster: setup mosquitto rabbitmq
+	LANEAGENT_CLUSTER=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/system/test_cluster_rabbitmq.py tests/sync/test_cluster_failover.py tests/sync/test_hosts_config.py
 
 # On a booth, as root (README "Install on a booth"); DESTDIR=/tmp/root stages instead.
 install:

@@ -137,6 +137,12 @@ class BackendConfig:
     username: str | None = None
     password_file: str | None = None
     verify_key: str | None = None
+    hosts: tuple[tuple[str, int], ...] = ()  # the nodes of a broker cluster; () = the one node host:port
+
+    @property
+    def nodes(self) -> tuple[tuple[str, int], ...]:
+        """Every broker node of this back end, in the order they are tried (one-node form included)."""
+        return self.hosts or ((self.host, self.port),)
 
 
 @dataclass(frozen=True)
@@ -212,7 +218,30 @@ def _all_of(choices: tuple[str, ...]) -> Check:
 
 
 def _topic_word(v: str) -> str | None:
-    return None if v and not re.search(r"[/+#\s]", v) else f"{v!r} must be non-empty without '/', '+', '#' or spaces"
+    # '.' too: RabbitMQ's MQTT plugin maps '.' to a topic level, so "C.3" would not be one word there.
+    if v and not re.search(r"[/+#.\s]", v):
+        return None
+    return f"{v!r} must be non-empty without '/', '+', '#', '.' or spaces (a broker may read '.' as a topic level)"
+
+
+def _node(v: str) -> tuple[str, int] | None:
+    """"host:port" or "[v6]:port" -> (host, port), or None when it is neither."""
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^\s:\[\]/]+):(\d{1,5})", v)
+    if not m:
+        return None
+    host, port = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    return (host, int(port)) if 1 <= int(port) <= 65535 else None
+
+
+def _hosts(v: list) -> str | None:
+    if not v:
+        return "must name at least one node as \"host:port\""
+    bad = [x for x in v if not isinstance(x, str) or _node(x) is None]
+    if bad:
+        return f"{', '.join(map(repr, bad))}: each node is \"host:port\" (\"[v6 address]:port\"), port 1 to 65535"
+    if len(set(v)) != len(v):
+        return "names a node twice"
+    return None
 
 
 def _name(v: str) -> str | None:
@@ -291,7 +320,8 @@ TLS = {"ca": (str, True, None), "cert": (str, False, None), "key": (str, False, 
 BACKEND = {
     "name": (str, True, _name),
     "country": (str, True, _country),
-    "host": (str, True, None),
+    "host": (str, False, None),  # required unless hosts: checked in parse()
+    "hosts": (list, False, _hosts),
     "port": (int, False, lambda v: None if 1 <= v <= 65535 else "must be a TCP port, 1 to 65535"),
     "topic_prefix": (str, False, _topic_word),
     "mqtt_version": (str, False, _one_of(("5", "3.1.1"))),
@@ -382,6 +412,23 @@ def _check_dialects(readers: list[tuple[str, dict]], dialects, problems: list[st
             problems.append(f"{where}.{key}: {message}")
 
 
+def _check_nodes(doc: dict, where: str, item: dict, problems: list[str]) -> None:
+    """One node (host, port) or a cluster (hosts), never both; hosts become (host, port) pairs and
+    host/port the first of them, so code that names one broker names the node tried first."""
+    index = int(where[where.index("[") + 1:-1])
+    raw = doc["backends"][index] if isinstance(doc["backends"][index], dict) else {}
+    if "hosts" in raw:
+        both = [k for k in ("host", "port") if k in raw]
+        if both:
+            problems.append(f"{where}.hosts: give either hosts = [\"host:port\", ...] (a cluster) or host/port "
+                            f"(one broker), not both (remove {' and '.join(both)})")
+        if "hosts" in item:
+            item["hosts"] = tuple(_node(x) for x in item["hosts"])
+            item["host"], item["port"] = item["hosts"][0]
+    elif "host" not in raw:
+        problems.append(f"{where}.host: missing (required, or hosts = [\"host:port\", ...] for a cluster)")
+
+
 def parse(doc: dict, path: str = "<config>", *, dialects=None) -> Config:
     """Build a Config from a parsed TOML document, or raise ConfigError with every problem.
     `dialects`: the `DialectRule`s of the reader dialects there are; without them a
@@ -421,6 +468,7 @@ def parse(doc: dict, path: str = "<config>", *, dialects=None) -> Config:
             problems.append(
                 f"{where}.country: {item['country']!r} is neither lane.entering ({lane['entering']}) "
                 f"nor lane.leaving ({lane['leaving']})")
+        _check_nodes(doc, where, item, problems)
         if "tls" in item:
             tls = _check_table(item["tls"], TLS, f"{where}.tls", problems)
             item["tls"] = TLSConfig(**tls) if "ca" in tls else None

@@ -12,6 +12,7 @@ wall clock, so without one the clock check relies on the host's own evidence.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import ipaddress
 import os
@@ -34,14 +35,27 @@ BAD_CREDENTIALS = ("bad user name or password", "not authorized", "not authorise
 
 
 def check(cfg: Config, index: int, timeout: float, clocks: list) -> list[Verdict]:
+    """Every node of the back end, each through every step: a cluster with one dead node
+    works, but the operator must hear which node is down before a second one goes."""
     backend = cfg.backends[index]
-    key = f"backends[{index}]"
-    subject = f"back end {backend.name}"
+    if not backend.hosts:
+        return _check_node(cfg, backend, f"backends[{index}]", f"back end {backend.name}", timeout, clocks)
+    verdicts = []
+    for j, (host, port) in enumerate(backend.hosts):
+        node = dataclasses.replace(backend, host=host, port=port)
+        verdicts += _check_node(cfg, node, f"backends[{index}]", f"back end {backend.name} node {host}:{port}",
+                                timeout, clocks, node_key=f"backends[{index}].hosts[{j}]", certificates=j == 0)
+    return verdicts
+
+
+def _check_node(cfg: Config, backend: BackendConfig, key: str, subject: str, timeout: float, clocks: list,
+                node_key: str | None = None, certificates: bool = True) -> list[Verdict]:
     where = f"{backend.host}:{backend.port}"
-    failure = _resolve(cfg, backend, key, timeout) or _tcp(cfg, backend, key, timeout)
+    node_key = node_key or f"{key}.host/{key}.port"
+    failure = _resolve(cfg, backend, subject, node_key, timeout) or _tcp(cfg, backend, subject, node_key, timeout)
     if failure:
         return [failure]
-    verdicts = _certificates(cfg, backend, key)
+    verdicts = _certificates(cfg, backend, key) if certificates else []  # ours: the same for every node
     if any(v.status == FAIL for v in verdicts):
         return verdicts  # the broker will refuse an expired certificate: one cause, one line
     files = (backend.tls.ca, backend.tls.cert, backend.tls.key) if backend.tls else ()
@@ -62,12 +76,12 @@ def check(cfg: Config, index: int, timeout: float, clocks: list) -> list[Verdict
             context = tls_mod.client_context(backend.tls)
         except ValueError as e:
             return verdicts + [Verdict(FAIL, subject, "tls_material", str(e), f"fix {key}.tls in {cfg.path}")]
-        finding, tls_note = _handshake(cfg, backend, key, context, timeout)
+        finding, tls_note = _handshake(cfg, backend, subject, key, context, timeout)
         if finding is not None:
             verdicts.append(finding)
             if finding.status == FAIL:
                 return verdicts
-    failure, figures = _mqtt(cfg, backend, key, context, timeout)
+    failure, figures = _mqtt(cfg, backend, subject, key, context, timeout)
     if failure:
         return verdicts + [failure]
     if figures.get("clock_offset_s") is not None:
@@ -85,7 +99,7 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-def _resolve(cfg: Config, backend: BackendConfig, key: str, timeout: float) -> Verdict | None:
+def _resolve(cfg: Config, backend: BackendConfig, subject: str, node_key: str, timeout: float) -> Verdict | None:
     if _is_ip(backend.host):
         return None
     result: dict = {}
@@ -100,34 +114,34 @@ def _resolve(cfg: Config, backend: BackendConfig, key: str, timeout: float) -> V
     thread = threading.Thread(target=lookup, daemon=True)
     thread.start()
     thread.join(timeout)
-    fix = (f"check {key}.host in {cfg.path} for a typo; check the DNS servers in /etc/resolv.conf "
+    fix = (f"check {node_key} in {cfg.path} for a typo; check the DNS servers in /etc/resolv.conf "
            f"(`getent hosts {backend.host}`); or use the broker's IP address")
     if thread.is_alive():
-        return Verdict(FAIL, f"back end {backend.name}", "dns_failure",
+        return Verdict(FAIL, subject, "dns_failure",
                        f"DNS: no answer for {backend.host} within {timeout:g} s (no DNS server reachable)", fix)
     if "error" in result:
-        return Verdict(FAIL, f"back end {backend.name}", "dns_failure",
+        return Verdict(FAIL, subject, "dns_failure",
                        f"DNS: cannot resolve {backend.host}: "
                        f"{getattr(result['error'], 'strerror', None) or result['error']}",
                        fix)
     return None
 
 
-def _tcp(cfg: Config, backend: BackendConfig, key: str, timeout: float) -> Verdict | None:
-    subject, where = f"back end {backend.name}", f"{backend.host}:{backend.port}"
+def _tcp(cfg: Config, backend: BackendConfig, subject: str, node_key: str, timeout: float) -> Verdict | None:
+    where = f"{backend.host}:{backend.port}"
     try:
         with socket.create_connection((backend.host, backend.port), timeout=timeout):
             return None
     except ConnectionRefusedError:
         return Verdict(FAIL, subject, "connection_refused",
                        f"{where} refused the connection: the host is up but no broker listens on port {backend.port}",
-                       f"ask the back end whether its broker runs; check {key}.port in {cfg.path} "
+                       f"ask the back end whether its broker runs; check {node_key} in {cfg.path} "
                        "(1883 plaintext, 8883 TLS are usual)")
     except (socket.timeout, TimeoutError):
         return Verdict(FAIL, subject, "connect_timeout",
                        f"{where} did not answer within {timeout:g} s: packets are dropped on the way "
                        "(firewall, VPN down, wrong address or route)",
-                       f"check the lane's network and VPN; `ping {backend.host}`; check {key}.host in {cfg.path}")
+                       f"check the lane's network and VPN; `ping {backend.host}`; check {node_key} in {cfg.path}")
     except OSError as e:
         return Verdict(FAIL, subject, "network_unreachable", f"{where}: {e.strerror or e}",
                        "check the booth's network link and routes: ip addr; ip route")
@@ -153,9 +167,8 @@ def _certificates(cfg: Config, backend: BackendConfig, key: str) -> list[Verdict
     return out
 
 
-def _handshake(cfg: Config, backend: BackendConfig, key: str, context: ssl.SSLContext,
+def _handshake(cfg: Config, backend: BackendConfig, subject: str, key: str, context: ssl.SSLContext,
                timeout: float) -> tuple[Verdict | None, str]:
-    subject = f"back end {backend.name}"
     try:
         with socket.create_connection((backend.host, backend.port), timeout=timeout) as raw:
             with context.wrap_socket(raw, server_hostname=backend.host) as conn:
@@ -183,9 +196,11 @@ def _handshake(cfg: Config, backend: BackendConfig, key: str, context: ssl.SSLCo
     return None, note
 
 
-def _mqtt(cfg: Config, backend: BackendConfig, key: str, context, timeout: float) -> tuple[Verdict | None, dict]:
-    subject, where = f"back end {backend.name}", f"{backend.host}:{backend.port}"
-    v5 = backend.mqtt_version == "5"
+def _mqtt(cfg: Config, backend: BackendConfig, subject: str, key: str, context, timeout: float,
+          version: str | None = None) -> tuple[Verdict | None, dict]:
+    where = f"{backend.host}:{backend.port}"
+    version = version or backend.mqtt_version
+    v5 = version == "5"
     # Our own client id: the daemon's persistent session must not be taken over.
     client_id = f"laneagent-doctor-{cfg.lane.port_code}-{cfg.lane.lane_id}-{backend.name}-{os.getpid()}"
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -228,6 +243,7 @@ def _mqtt(cfg: Config, backend: BackendConfig, key: str, context, timeout: float
         while not done.is_set() and time.monotonic() - start < timeout:
             client.loop(0.05)
             if not client.is_connected() and client.socket() is None:
+                state["closed"] = True
                 break
         if "rc" in state and not state["rc"].is_failure:
             until = time.monotonic() + CLOCK_WAIT_S
@@ -243,6 +259,14 @@ def _mqtt(cfg: Config, backend: BackendConfig, key: str, context, timeout: float
         except Exception:  # closing a half-open client: nothing left to save
             pass
     rc = state.get("rc")
+    if rc is None and v5 and version == backend.mqtt_version and state.get("closed"):
+        # Closed on our MQTT 5 CONNECT: ask again in 3.1.1 so the line names the fix, not a guess.
+        older, _ = _mqtt(cfg, backend, subject, key, context, timeout, version="3.1.1")
+        if older is None:
+            return Verdict(FAIL, subject, "mqtt_version",
+                           f"{where} closed the connection on our MQTT 5 CONNECT and accepts MQTT 3.1.1 "
+                           "(RabbitMQ 3.x speaks only 3.1.1)",
+                           f"set {key}.mqtt_version = \"3.1.1\" in {cfg.path}"), {}
     if rc is None:
         return Verdict(FAIL, subject, "no_connack",
                        f"{where} accepted TCP{' and TLS' if context else ''} but sent no MQTT CONNACK within "

@@ -29,6 +29,8 @@ class LinkFigures:
         self._published = 0
         self._acked = 0
         self._inflight = 0
+        self._node: str | None = None  # the broker node connected to
+        self._unreachable: list[str] = []  # nodes whose last try failed or that were lost
         self._progress_mono = time.monotonic()
         # PUBACKs per whole second of the monotonic clock, over the last RATE_WINDOW_S seconds.
         self._ack_second = [0] * RATE_WINDOW_S
@@ -46,6 +48,10 @@ class LinkFigures:
         with self._lock:
             self._connected = up
             self._connects += up
+
+    def nodes(self, in_use: str | None, unreachable: list[str]) -> None:
+        with self._lock:
+            self._node, self._unreachable = in_use, list(unreachable)
 
     def published(self) -> None:
         with self._lock:
@@ -99,4 +105,4 @@ class LinkFigures:
             return {"connected": self._connected, "last_puback_ms": self._last_puback_ms,
                     "last_error": self._last_error, "published": self._published, "acked": self._acked,
                     "inflight": self._inflight, "drain_rate": self._rate(int(time.monotonic())),
-                    "connects": self._connects}
+                    "connects": self._connects, "node": self._node, "unreachable": list(self._unreachable)}

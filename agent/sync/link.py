@@ -20,7 +20,9 @@ from typing import Callable
 import cbor2
 
 from agent.config import BackendConfig, Config
+from agent.errors import StoreError
 from agent.handoff import Delivered, Submit
+from agent.store.reader import StoreReader
 from agent.sync.connection import Connection
 from agent.sync.downlink import Downlink
 from agent.sync.drain import Drain
@@ -38,6 +40,7 @@ class BackendLink:
         self.backend = backend
         self._submit, self._health = submit, health
         self._base = cfg.base_topic(backend)
+        self._store_path = cfg.store.path
         self._figures = LinkFigures(backend.name)
         self._control: queue.Queue = queue.Queue()  # (topic, payload) asked for by other threads
         self._wake = threading.Event()
@@ -46,6 +49,7 @@ class BackendLink:
         self._downlink = Downlink(cfg, backend, submit, self._take_acks)
         self.connection = Connection(cfg, backend, self._figures, birth=birth,
                                      subscriptions=self._downlink.subscriptions(), on_up=self._wake.set,
+                                     on_new_session=self._on_new_session,
                                      in_flight=lambda: len(self._drain.inflight), stopping=self._stop.is_set)
         self._drain = Drain(cfg, backend, self.connection.client, self._figures)
         self.connection.client.on_publish = self._drain.on_puback
@@ -85,7 +89,8 @@ class BackendLink:
 
     def snapshot(self) -> dict:
         backend = self.backend
-        return {"name": backend.name, "country": backend.country, "broker": f"{backend.host}:{backend.port}",
+        broker = ",".join(self.connection.ring.name(i) for i in range(len(backend.nodes)))
+        return {"name": backend.name, "country": backend.country, "broker": broker,
                 "tls": backend.tls is not None, **self._figures.snapshot()}
 
     connected = property(lambda self: self._figures.connected)
@@ -114,6 +119,9 @@ class BackendLink:
             delivered = drain.take_delivered()
             if delivered:
                 self._submit(Delivered(self.backend.name, delivered))
+            if connection.ring.recheck(connection.up):
+                self._figures.nodes(connection.ring.name() if connection.up else None,
+                                    connection.ring.unreachable_names())
             if connection.up:
                 self._send_control()
                 drain.step()
@@ -122,6 +130,21 @@ class BackendLink:
                     next_health = time.monotonic() + HEALTH_EVERY_S
                     self._publish_health()
         connection.goodbye()
+
+    def _on_new_session(self) -> None:
+        """The broker has no session for us. If our back end's cache messages ever reached us, one
+        existed and was lost (expired, or held by a dead node's classic queue), and with it
+        whatever was queued for us: ask for a resync rather than wait for the next message's gap."""
+        try:
+            with StoreReader(self._store_path) as store:
+                have = next((s["seq"] for s in store.cache_sources() if s["source"] == self.backend.country), 0)
+        except StoreError as e:
+            log.warning("back end %s: new broker session; cannot read the cache seq: %s", self.backend.name, e)
+            return
+        if have:
+            log.warning("back end %s: the broker kept no session for us; asking for a resync after seq %d",
+                        self.backend.name, have)
+            self.request_resync(self.backend.country, have)
 
     def _take_acks(self, event_ids: list[str]) -> None:
         marks = self._drain.take_acks(event_ids)
@@ -137,6 +160,9 @@ class BackendLink:
             self.connection.client.publish(topic, payload, qos=1)
 
     def _publish_health(self) -> None:
-        body = {"v": 1, "type": "health", "at_ms": int(time.time() * 1000), **self.connection.identity,
+        # every_s: the back end's liveness clock for this lane. Neither the retained status nor
+        # the will can be relied on with a cluster (a will dies with its node on RabbitMQ).
+        body = {"v": 1, "type": "health", "at_ms": int(time.time() * 1000), "every_s": HEALTH_EVERY_S,
+                **self.connection.identity,
                 **self._health()}
         self.connection.client.publish(f"{self._base}/health", cbor2.dumps(body), qos=0)
