@@ -72,7 +72,7 @@ class Lane:
 
 @pytest.fixture(scope="module")
 def lane(tmp_path_factory):
-    from tests.support.mosquitto import Mosquitto
+    from simulators.mosquitto import Mosquitto
 
     tmp = tmp_path_factory.mktemp("metrics")
     ca, us = Mosquitto(tmp / "ca").start(), Mosquitto(tmp / "us").start()
