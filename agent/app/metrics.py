@@ -20,7 +20,11 @@ import threading
 import time
 
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from agent import __version__
@@ -28,6 +32,7 @@ from agent.app.alarms import Alarms
 from agent.app.figures import Figures
 from agent.app.metrics_tally import Buckets, DeliveryLatency, EventTally, code_label
 from agent.config import FINDING_CODES, Config
+from agent.lane.facilitation import WINDOW_MS, facilitation
 from agent.store.reader import StoreReader
 
 log = logging.getLogger(__name__)
@@ -187,6 +192,7 @@ class LaneCollector(Collector):
             delivered.add_metric([name], n)
         out.append(delivered)
         out += self._backlog(store, now_ms)
+        out += self._facilitation(store, now_ms)
         out += self._cache(store, now_ms)
         out += self._tally()
         return out
@@ -203,6 +209,22 @@ class LaneCollector(Collector):
             alerts.add_metric([name], b["alerts"])
             oldest.add_metric([name], b["oldest_event_age_s"] or 0.0)
         return [events, alerts, oldest]
+
+    def _facilitation(self, store: StoreReader, now_ms: int):
+        """DESIGN 2.7: the last hour's passages and time in the read field, as `status` shows them."""
+        hour = facilitation(store.crossings_since(now_ms - WINDOW_MS))
+        passages = GaugeMetricFamily("laneagent_passages_last_hour", "Crossings committed in the last hour "
+                                     "(status: facilitation.passages).", value=hour["passages"])
+        field = GaugeMetricFamily("laneagent_time_in_field_last_hour_seconds", "Median and 90th percentile time "
+                                  "a truck spent in the read field, first to last read, over the last hour "
+                                  "(status: facilitation.field_time_s); absent with no passage.", labels=["quantile"])
+        for quantile, key in (("0.5", "median"), ("0.9", "p90")):
+            if hour["field_time_s"][key] is not None:
+                field.add_metric([quantile], hour["field_time_s"][key])
+        trusted = GaugeMetricFamily("laneagent_trusted_share_last_hour", "Share of the last hour's crossings that "
+                                    "were trusted (status: facilitation.trusted_share); 0 with no passage.",
+                                    value=hour["trusted_share"] or 0.0)
+        return [passages, field, trusted]
 
     def _cache(self, store: StoreReader, now_ms: int):
         records = GaugeMetricFamily("laneagent_cache_records", "Live cache records per source (status: cache[]."

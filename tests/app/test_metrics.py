@@ -23,7 +23,7 @@ from tests.lane_harness import Agent, ReaderSim, cache_snapshot, truck_pass, wri
 DRIVER1, DRIVER2 = "E2000000000000000000D001", "E2000000000000000000D002"
 TRUCK1, TRUCK_SHADY = "E2000000000000000000C001", "E2000000000000000000C002"
 LABELS = {"reader", "code", "backend", "node", "reason", "tier", "source", "alarm",
-          "port", "lane", "entering", "leaving", "version", "le"}
+          "port", "lane", "entering", "leaving", "version", "le", "quantile"}
 # What must never appear in a label: the EPCs, the record ids and the names the lane handled.
 SECRETS = [DRIVER1, DRIVER2, TRUCK1, TRUCK_SHADY, "DRV-", "TRK-", "TRIP-", "SHP-", "LK-", "Alex", "Sam Roy",
            "NORTHLINE", "SHADY", "Maple", "1XKAD"]
@@ -149,6 +149,11 @@ def test_a_real_scrape_agrees_with_status(lane):
     assert value(got, "laneagent_info", port="0901", lane="C3", entering="CA", leaving="US",
                  version=next(k for k in got if k[0] == "laneagent_info")[1][-1][1]) == 1
     assert value(got, "laneagent_store_readable") == 1
+    hour = doc["facilitation"]  # DESIGN 2.7: status, health and the metrics carry the same hour
+    assert value(got, "laneagent_passages_last_hour") == hour["passages"] == 2
+    assert value(got, "laneagent_time_in_field_last_hour_seconds", quantile="0.5") == hour["field_time_s"]["median"]
+    assert value(got, "laneagent_time_in_field_last_hour_seconds", quantile="0.9") == hour["field_time_s"]["p90"]
+    assert value(got, "laneagent_trusted_share_last_hour") == (hour["trusted_share"] or 0)
 
 
 def test_the_exposition_follows_prometheus_conventions(lane):
@@ -170,7 +175,8 @@ def test_label_values_are_bounded_and_never_data(lane):
     for secret in SECRETS:
         assert secret not in text, secret
     allowed = {"reader": {"booth"}, "backend": {"cbsa", "cbp"}, "source": {"CA", "US"},
-               "node": {f"127.0.0.1:{lane.ca.port}", f"127.0.0.1:{lane.us.port}"}, "tier": {"standard", "trusted"}}
+               "node": {f"127.0.0.1:{lane.ca.port}", f"127.0.0.1:{lane.us.port}"}, "tier": {"standard", "trusted"},
+               "quantile": {"0.5", "0.9"}}
     per_label: dict[str, set] = {}
     for name, labels in got:
         for label, v in labels:
