@@ -103,6 +103,14 @@ def _age(ms, now_ms) -> str:
     return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}min ago" if s < 7200 else f"{s / 3600:.1f}h ago"
 
 
+def nodes_line(backend: dict) -> str | None:
+    """For a broker cluster (or a lost node): the node in use and the unreachable ones."""
+    node, unreachable = backend.get("node"), backend.get("unreachable") or []
+    if not unreachable and (not node or node == backend.get("broker")):
+        return None  # one node, in use: the back end's line says it all
+    return f"node in use {node or '-'}; unreachable: {', '.join(unreachable) or 'none'}"
+
+
 def _cache_feed_lines(feed: dict, now_ms: int, paint: Paint) -> list[str]:
     """Snapshots being staged, the last swap, a dropped snapshot and resyncs asked for, per source."""
     lines = []
@@ -159,6 +167,8 @@ def render(doc: dict, paint: Paint) -> str:
         conn = paint.good("connected") if b.get("connected") else paint.bad("DISCONNECTED")
         lines.append(f"  {b['name']:<10} {b['country']}  {b['broker']:<22} {conn}  tls {'on' if b.get('tls') else 'off'}"
                      f"  last PUBACK {_age(b.get('last_puback_ms'), now_ms)}")
+        if nodes := nodes_line(b):
+            lines.append(f"  {'':<10}     {nodes}")
         lines.append(f"  {'':<10}     backlog {b['events']} events, {b['alerts']} alerts, oldest "
                      f"{b['oldest_event_age_s'] if b['oldest_event_age_s'] is not None else '-'} s, "
                      f"drain {b.get('drain_rate', 0)}/s" + (f", last error: {b['last_error']}" if b.get("last_error") else ""))
