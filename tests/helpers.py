@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import subprocess
 import sys
 import time
@@ -122,3 +123,12 @@ def payloads(event: dict, backends) -> dict[str, bytes]:
     import cbor2
 
     return {b: cbor2.dumps(event) for b in backends}
+
+
+def import_snapshots(config, tmp_path, by_source: dict) -> None:
+    """Load a snapshot per source through `laneagent cache import`, as a technician would."""
+    for source, records in by_source.items():
+        path = tmp_path / f"cache-{source}.json"
+        path.write_text(json.dumps({"v": 1, "type": "cache", "source": source, "seq": 1, "op": "snapshot",
+                                    "records": records}))
+        assert cli("--config", str(config), "cache", "import", str(path))[0] == 0

@@ -6,6 +6,9 @@ exactly as the real SQLite `CacheView` does for the same records.
 
 from __future__ import annotations
 
+from agent.config import AggregationConfig
+from agent.lane.passage import Aggregator, Passage, Read
+
 ROLES = {"driver": "card_epc", "conveyance": "transponder_epc", "equipment": "tag_epc"}
 
 
@@ -37,3 +40,13 @@ class FakeCache:
         return sorted(((s, r) for (s, k, _), r in self.by_key.items()
                        if k == "lookout" and r["subject_kind"] == subject_kind and r["subject"] == subject
                        and (r.get("expires_ms") is None or r["expires_ms"] > now_ms)), key=lambda t: (t[0], t[1]["id"]))
+
+
+def passage(now_ms: int, *epcs: str) -> Passage:
+    """One passage in which each EPC was read three times, at `now_ms`."""
+    agg = Aggregator(AggregationConfig())
+    for i, epc in enumerate(epcs):
+        for k in range(3):
+            agg.add(Read(i * 10 + k, "booth", epc, 1, -50, 1, now_ms + k, k * 0.1))
+    [closed] = [c for c in agg.tick(100) if c.passage]
+    return closed.passage

@@ -6,13 +6,19 @@ fake answers the same, so the fast tests speak for the real store.
 
 import pytest
 
-from agent.config import AggregationConfig, BackendConfig, Config, LaneConfig, ReferralConfig
+from agent.config import (
+    AggregationConfig,
+    BackendConfig,
+    Config,
+    LaneConfig,
+    ReferralConfig,
+)
 from agent.lane import event as ev
 from agent.lane.decide import alerts_for, decide
-from agent.lane.passage import Aggregator, Read
 from agent.store.cache import CacheView
 from agent.store.writer import StoreWriter
 from tests.lane.fake_cache import FakeCache
+from tests.lane.fake_cache import passage as make_passage
 from tests.lane.test_crossing import NOW, H, records
 
 US_LOOKOUT = {"kind": "lookout", "id": "LK-driver", "subject_kind": "driver", "subject": "D2", "reason": "warrant",
@@ -29,12 +35,7 @@ def cfg(random_rate=0.0, refer_on=("lookout_hit", "no_trip", "credential_revoked
 
 
 def passage(*epcs):
-    agg = Aggregator(AggregationConfig())
-    for i, epc in enumerate(epcs):
-        for k in range(3):
-            agg.add(Read(i * 10 + k, "booth", epc, 1, -50, 1, NOW + k, k * 0.1))
-    [closed] = [c for c in agg.tick(100) if c.passage]
-    return closed.passage
+    return make_passage(NOW, *epcs)
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.config import SECTIONS, SHARE_ITEMS, BackendConfig, LaneConfig
-from agent.lane.event import ALWAYS_SENT, GENESIS, seal
 from agent.lane.disclosure import event_for
+from agent.lane.event import ALWAYS_SENT, GENESIS, seal
 
 LANE = LaneConfig("0901", "C3", "CA", "US")
 values = st.recursive(st.none() | st.integers() | st.text(max_size=8),

@@ -11,13 +11,20 @@ import copy
 
 import pytest
 
-from agent.config import AggregationConfig, BackendConfig, Config, LaneConfig, ProgramsConfig, ReferralConfig
+from agent.config import (
+    AggregationConfig,
+    BackendConfig,
+    Config,
+    LaneConfig,
+    ProgramsConfig,
+    ReferralConfig,
+)
 from agent.lane.decide import decide
-from agent.lane.passage import Aggregator, Read
 from agent.lane.trust import company_trusted, driver_trusted, shipment_trusted
 from agent.store.cache import CacheView
 from agent.store.writer import StoreWriter
 from tests.lane.fake_cache import FakeCache
+from tests.lane.fake_cache import passage as make_passage
 
 NOW = 1_795_000_000_000
 H = 3600_000
@@ -150,12 +157,7 @@ def config(programs, entering="CA", kind="fast", rate=0.0, rate_trusted=None, re
 
 
 def passage(*epcs):
-    agg = Aggregator(AggregationConfig())
-    for i, epc in enumerate(epcs):
-        for k in range(3):
-            agg.add(Read(i * 10 + k, "booth", epc, 1, -50, 1, NOW + k, k * 0.1))
-    [closed] = [c for c in agg.tick(100) if c.passage]
-    return closed.passage
+    return make_passage(NOW, *epcs)
 
 
 def built(changes):

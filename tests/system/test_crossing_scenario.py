@@ -8,7 +8,7 @@ read from the next lane: each back end gets exactly the expected events, its sha
 
 import json
 
-from tests.helpers import backend_toml, cli, lane_toml
+from tests.helpers import backend_toml, import_snapshots, lane_toml
 from tests.lane_harness import NOW_MS, Agent, ReaderSim, verify_chain
 from tests.mqtt_probe import Probe
 
@@ -67,13 +67,9 @@ def test_every_case_of_the_story_on_both_sides(tmp_path, broker_factory):
                          backends=backend_toml("cbsa", "CA", ca.port) + backend_toml(
                              "cbp", "US", us.port, share=json.dumps(US_SHARE)))
         config.write_text(text.replace("max_passage_s = 20.0", "max_passage_s = 4.0"))
-        for source, records in (("CA", ca_records()), ("US", [
-                {"kind": "lookout", "id": "LK-US-1", "subject_kind": "carrier", "subject": "SHADY",
-                 "reason": "intelligence", "severity": "high", "expires_ms": NOW_MS + H}])):
-            path = tmp_path / f"cache-{source}.json"
-            path.write_text(json.dumps({"v": 1, "type": "cache", "source": source, "seq": 1, "op": "snapshot",
-                                        "records": records}))
-            assert cli("--config", str(config), "cache", "import", str(path))[0] == 0
+        import_snapshots(config, tmp_path, {"CA": ca_records(), "US": [
+            {"kind": "lookout", "id": "LK-US-1", "subject_kind": "carrier", "subject": "SHADY",
+             "reason": "intelligence", "severity": "high", "expires_ms": NOW_MS + H}]})
         p_ca, p_us = Probe(ca, ["border/0901/C3/#"]), Probe(us, ["border/0901/C3/#"])
         agent = Agent(tmp_path, config).start()
         try:

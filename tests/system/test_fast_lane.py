@@ -14,7 +14,7 @@ import json
 
 import cbor2
 
-from tests.helpers import backend_toml, cli, lane_toml
+from tests.helpers import backend_toml, cli, import_snapshots, lane_toml
 from tests.lane_harness import NOW_MS, Agent, ReaderSim, verify_chain
 from tests.mqtt_probe import Probe
 
@@ -89,11 +89,7 @@ def test_fast_lane_tiers_and_not_fast_eligible_reach_both_back_ends(tmp_path, br
     sim = ReaderSim(tmp_path, PASSES)
     try:
         config.write_text(fast_lane_toml(tmp_path, sim.path, ca.port, us.port))
-        for source, records in (("CA", ca_records()), ("US", us_records())):
-            path = tmp_path / f"cache-{source}.json"
-            path.write_text(json.dumps({"v": 1, "type": "cache", "source": source, "seq": 1, "op": "snapshot",
-                                        "records": records}))
-            assert cli("--config", str(config), "cache", "import", str(path))[0] == 0
+        import_snapshots(config, tmp_path, {"CA": ca_records(), "US": us_records()})
         p_ca, p_us = Probe(ca, ["border/0901/C3/#"]), Probe(us, ["border/0901/C3/#"])
         agent = Agent(tmp_path, config).start()
         try:
