@@ -41,8 +41,7 @@ log = logging.getLogger(__name__)
 COMMIT_WINDOW_S = 0.1  # well inside the 250 ms promise, and still batches a busy line
 MAX_BATCH = 5000
 STORE_RETRY_S = 1.0
-PURGE_EVERY_S = 600.0
-REFUSAL_ALERT_EVERY_S = 600.0  # when the last round found nothing; while it finds rows, every loop
+PURGE_EVERY_S = 600.0  # when the last round found nothing; while it finds rows, every loop
 
 
 def _now_ms() -> int:

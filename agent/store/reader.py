@@ -102,12 +102,6 @@ class StoreReader:
         return None if row is None else {"seq": row[0], "created_ms": row[1], "event": cbor2.loads(row[2])}
 
     @_reading
-    def event_seq(self, event_id: str) -> int | None:
-        """The seq of the event with this event_id (a back end's ack names event_ids); None if unknown."""
-        row = self.conn.execute("SELECT seq FROM events WHERE event_id = ?", (event_id,)).fetchone()
-        return row[0] if row else None
-
-    @_reading
     def deliveries(self, seq: int) -> list[dict]:
         """Who is owed event `seq`: [{"backend", "attempts", "delivered_ms"}], by back end."""
         return [{"backend": b, "attempts": a, "delivered_ms": d} for b, a, d in self.conn.execute(

@@ -26,18 +26,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from simulators.backend import Backend, crossing_line
 from simulators.fleet import Fleet
+from tests.system.test_fleet import (
+    FIELDS as RECORD_FIELDS,  # DESIGN 2.6 fields, pinned once
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL_SECTIONS = ("tags", "driver", "conveyance", "equipment", "trip", "shipments", "findings", "referral")
-RECORD_FIELDS = {
-    "driver": {"id", "name", "card_epc", "card_expires_ms", "status", "programs"},
-    "conveyance": {"id", "vin", "plate", "plate_region", "carrier", "transponder_epc", "decal_expires_ms", "status"},
-    "equipment": {"id", "number", "plate", "plate_region", "tag_epc", "seals"},
-    "trip": {"id", "carrier", "port", "eta_ms", "conveyance", "drivers", "equipment", "shipments"},
-    "shipment": {"id", "trip", "shipper", "consignee", "importer", "description", "programs", "trusted_trader"},
-    "carrier": {"id", "name", "programs"},
-    "lookout": {"id", "subject_kind", "subject", "reason", "severity", "expires_ms"},
-}
 
 
 # --- crossings built by hand ---------------------------------------------------------------
