@@ -44,11 +44,15 @@ def _store() -> tuple[dict, list[tuple[str, str, str]]]:
 
 
 def _snapshot() -> tuple[dict, list[tuple[str, str, str]]]:
-    c = cache_bench.run()
+    c = cache_bench.run(**cache_bench.scale())
     return c, [(f"snapshot: full fleet in {c['parts']} parts, {c['records']:,} records", f"{c['snapshot_load_s']} s "
                 f"({c['records_per_s']:,}/s)", "< 30 s"),
                ("snapshot: read -> committed p99, during the load vs idle",
                 f"{c['read_to_commit_p99_ms_loading']} vs {c['read_to_commit_p99_ms_idle']} ms", "< 250 ms"),
+               ("snapshot: PUBACKs marked during the load (of those handed in); PUBACK -> marked p99, "
+                "loading vs idle", f"{c['pubacks_marked_during_load']:,} of {c['pubacks_handed_in_loading']:,}; "
+                f"{c['puback_to_marked_p99_ms_loading']} vs {c['puback_to_marked_p99_ms_idle']} ms", "keep flowing"),
+               ("snapshot: peak RSS", f"{c['max_rss_mb']} MB", ""),
                ("link: a passage against that cache, p50 / p99", f"{c['link_p50_ms']} / {c['link_p99_ms']} ms",
                 "p99 < 2 ms")]
 
