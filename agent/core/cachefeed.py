@@ -9,13 +9,17 @@ port-sized snapshot loads. For each message the feed decides what it is:
 - a duplicate (seq already applied): counted, or refused as a replay when signed;
 - a gap: held, and a resync asked of the back end that sent it; held messages are
   replayed when they follow on;
-- a snapshot part: staged in a new generation (store/cachegen.py); the last part swaps
-  it in, in one step. A part that does not follow on, any other message of the source
-  between the parts, a pause over `cache.snapshot_timeout_s`, or a restart drops the
-  staged parts (the old records stay) and asks for a resync. A part 1 always starts a
-  snapshot afresh (the back end restarted its transfer).
+- a snapshot part: staged in a new generation (store/cachegen.py); after the last part
+  the generation is indexed on the cache worker (store/cachework.py: seconds for a port,
+  while the lane goes on) and then swapped in, in one step. A part that does not follow
+  on, any other message of the source between the parts, a pause over
+  `cache.snapshot_timeout_s`, or a restart drops the staged parts (the old records
+  stay) and asks for a resync. A part 1 always starts a snapshot afresh (the back end
+  restarted its transfer).
 
-It runs on the core thread only.
+The cache lives in its own file (store/cachedb.py): a slice is one transaction of that
+file, without an fsync, and never holds the journal's. It runs on the core thread only,
+and touches the cache file only while the worker is idle.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Callable
 from agent.core.guard import MAX_ATTEMPTS, ItemGuard, Pending
 from agent.core.staging import DUPLICATE, STAGE, SnapshotStaging
 from agent.handoff import CacheMessage
+from agent.store.cachework import CacheWorker
 from agent.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -36,12 +41,14 @@ RequestResync = Callable[[str, str, int], None]  # (backend, source, have_seq)
 Refuse = Callable[[str, str, str], None]  # (backend, reason, message)
 SLICE_TARGET_S = 0.03  # one slice of cache work (one transaction), between two group commits
 STEP_RECORDS = 2000  # records written per step of a slice (~10 ms); a slice takes steps until its time is up
+WORKER_POLL_S = 0.01  # while the cache worker runs, the core looks again this often (and commits between)
 RESYNC_AGAIN_S = 60.0  # a resync request with no answer is repeated after this long
 
 
 class CacheFeed:
     def __init__(self, writer: StoreWriter, counters: Counter, wall_ms: Callable[[], int],
-                 request_resync: RequestResync, refuse: Refuse, snapshot_timeout_s: float = 900.0):
+                 request_resync: RequestResync, refuse: Refuse, snapshot_timeout_s: float = 900.0,
+                 backend_of: dict[str, str] | None = None):
         self.writer = writer
         self.gens = writer.generations
         self.counters = counters
@@ -52,44 +59,81 @@ class CacheFeed:
         self.held: dict[str, list[CacheMessage]] = {}  # source -> messages after a gap
         self.resync_asked: dict[str, float] = {}  # source -> when (monotonic) we last asked
         self.snapshots = SnapshotStaging(self.gens, counters, wall_ms, self.ask_resync, snapshot_timeout_s)
+        self.backend_of = backend_of or {}  # source -> the back end that sends it (for a resync at start)
+        self.worker = CacheWorker(writer.cache_db)
+        self._indexing: str | None = None  # the source whose complete snapshot the worker is indexing
         self._offset = 0  # records of the head message already written
         self._slice = STEP_RECORDS
-        self._garbage = True  # generations to delete (checked at start)
+        self._garbage = True  # generations to drop (checked at start)
 
     # --- from the core loop -----------------------------------------------------------------
     def take(self, m: CacheMessage) -> None:
         self.queue.append(Pending(m))
 
     def busy(self) -> bool:
-        return bool(self.queue) or self._garbage
+        return bool(self.queue) or self._garbage or self.worker.busy()
 
     def recover(self) -> None:
-        """At start: a snapshot half staged before a restart is dropped and asked for again."""
-        with self.writer.transaction():
+        """At start: a snapshot half staged before a restart is dropped and asked for again, and
+        so are sources whose records stayed behind in the main file (`cachedb.move_out_of_main`)."""
+        with self.writer.transaction(), self.writer.cache_transaction():
             self.snapshots.recover()
+            for source in self.writer.cache_moved:
+                if source in self.backend_of:
+                    self.ask_resync(self.backend_of[source], source)
+        self.writer.cache_moved = []
 
     def tick(self, now_mono: float) -> None:
+        if self.worker.busy():
+            return  # looked at again once the worker is done
         for source in self.snapshots.timed_out(now_mono):
-            with self.writer.transaction():
+            with self.writer.transaction(), self.writer.cache_transaction():
                 self.snapshots.drop(source, "timeout")
             self._garbage = True
 
     def work(self, guard: ItemGuard) -> None:
-        """One slice, one transaction of about SLICE_TARGET_S: the head messages (a slice may
-        run through several parts of a snapshot), or rows of a generation no longer live.
+        """One slice, one transaction of the cache file of about SLICE_TARGET_S: the head
+        messages (a slice may run through several parts of a snapshot), or the swap of a
+        snapshot the worker has indexed, or handing the worker the generations to drop.
         It commits without an fsync: a power cut may lose it, and a restart then drops the
-        staged parts and asks again; the next journal commit syncs it to disk anyway."""
+        staged parts and asks again; a swap commits durably."""
+        if self.worker.busy():
+            self.worker.wait(WORKER_POLL_S)
+            return
+        if self._indexing is not None:
+            self._swap_indexed()
+            return
         started = time.monotonic()
-        with self.writer.transaction(durable=False):
+        collect = False
+        with self.writer.transaction(durable=False), self.writer.cache_transaction(durable=False):
             if not self.queue:
-                self.gens.collect_garbage(self._slice * 2)
-                self._garbage = self.gens.has_garbage()
-            while self.queue and time.monotonic() - started < SLICE_TARGET_S:
+                collect = self._garbage = self.gens.has_garbage()
+            while self.queue and self._indexing is None and time.monotonic() - started < SLICE_TARGET_S:
                 head = self.queue[0]
                 if not guard.run(head, self._step):
                     break  # retried at the next slice
                 if head.failures >= MAX_ATTEMPTS and self.queue and self.queue[0] is head:
                     self._give_up(self.queue.popleft())  # set aside by the guard
+        if self._indexing is not None:
+            self.worker.start(f"indexing the snapshot of {self._indexing}", self.snapshots.index_step(self._indexing))
+        elif collect:
+            self.worker.start("dropping old cache generations", self.gens.collect_garbage)
+
+    def _swap_indexed(self) -> None:
+        """The worker has indexed the complete snapshot at the head: swap it in (durably)."""
+        source, self._indexing = self._indexing, None
+        error = self.worker.outcome()
+        with self.writer.transaction(), self.writer.cache_transaction():
+            if error is not None:
+                self.snapshots.drop(source, f"indexing failed ({type(error).__name__}: {error})")
+            else:
+                self.snapshots.swap(source)
+                self.resync_asked.pop(source, None)
+        self._garbage = True
+        self.queue.popleft()
+        self._offset = 0
+        if error is None:
+            self._replay_held(source)
 
     def ask_resync(self, backend: str, source: str) -> int:
         """Ask `backend` for a snapshot of `source` (a gap, a dropped snapshot, or a command)."""
@@ -155,11 +199,8 @@ class CacheFeed:
         if self._offset < len(msg["records"]):
             return False
         if self.snapshots.part_done(m):
-            # A small cache's old records go in the same step; a port-sized one's in later slices.
-            self.gens.collect_garbage(self._slice)
-            self._garbage = self.gens.has_garbage()
-            self.resync_asked.pop(source, None)
-            self._replay_held(source)
+            self._indexing = source  # the worker indexes it; the message stays at the head until the swap
+            return False
         return True
 
     def _not_applied(self, m: CacheMessage, outcome: str) -> None:

@@ -33,7 +33,6 @@ from agent.handoff import CommandMessage, Uplink
 from agent.lane import event as ev
 from agent.lane.passage import Aggregator
 from agent.readers.report import TagReport
-from agent.store.cache import CacheView
 from agent.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -58,14 +57,14 @@ class LaneCore:
         self.inbox: queue.Queue = queue.Queue()
         self.outage = StoreOutage(self.counters)
         self.refuse = Refusals(cfg, writer, self.counters, wall_ms)
-        self.crossings = Crossings(cfg, writer, CacheView(writer.conn), self.counters, wall_ms)
+        self.crossings = Crossings(cfg, writer, writer.cache_lookups(), self.counters, wall_ms)
         self.journal = ReadJournal(writer, self.counters)
         self.passages = Passages(Aggregator(cfg.aggregation), self.crossings, writer, self.journal)
         self.guard = ItemGuard(writer, self.counters, self._alarm)
         # back end name -> its link's request_resync(source, have_seq), set by whoever wires the links
         self.resync: dict[str, Callable[[str, int], None]] = {}
         self.feed = CacheFeed(writer, self.counters, wall_ms, self._request_resync, self.refuse,
-                              cfg.cache.snapshot_timeout_s)
+                              cfg.cache.snapshot_timeout_s, {b.country: b.name for b in cfg.backends})
         self.items = ItemHandler(cfg, writer, self.feed, self.crossings, self.counters, wall_ms, self.refuse)
         self.on_command = on_command  # accepted commands, after their commit (off this thread)
         self.on_committed: list[Callable[[], None]] = []  # links wake up to drain

@@ -81,7 +81,8 @@ class SnapshotStaging:
         st.records += len(records)
 
     def part_done(self, m: CacheMessage) -> bool:
-        """A part is fully staged; True when it was the last one and the snapshot is swapped in."""
+        """A part is fully staged; True when it was the last one: the snapshot is then indexed
+        (`index_step`, on the cache worker) and swapped in (`swap`)."""
         source, part = m.msg["source"], m.msg.get("part", 1)
         st = self.staging[source]
         st.part, st.last_seq = part, m.msg["seq"]
@@ -90,8 +91,15 @@ class SnapshotStaging:
         if part < st.parts:
             self.gens.progress(st)
             return False
-        self._swap(st)
         return True
+
+    def index_step(self, source: str) -> Callable[[], None]:
+        """The long step of a complete snapshot, for the cache worker."""
+        st = self.staging[source]
+        return lambda: self.gens.index(st.source, st.gen)
+
+    def swap(self, source: str) -> None:
+        self._swap(self.staging[source])
 
     def drop(self, source: str, cause: str) -> None:
         """Drop the staged parts (the old records stay) and ask for the snapshot again."""

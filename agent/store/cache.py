@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import cbor2
 
@@ -107,8 +108,60 @@ def validate_cache_message(msg: Any, expected_source: str | None = None) -> dict
     return msg
 
 
-def last_seq(conn: sqlite3.Connection, source: str) -> int | None:
-    row = conn.execute("SELECT seq FROM cache_sources WHERE source = ?", (source,)).fetchone()
+def records_table(source: str, gen: int) -> str:
+    """A generation's records: `source` is a validated country code, `gen` an integer."""
+    return f"records_{source}_{int(gen)}"
+
+
+def members_table(source: str, gen: int) -> str:
+    """A generation's trip membership: which trips list a driver or a piece of equipment."""
+    return f"members_{source}_{int(gen)}"
+
+
+def create_generation(conn: sqlite3.Connection, source: str, gen: int, indexed: bool) -> None:
+    """The tables of one generation. key: card_epc / transponder_epc / tag_epc for tagged
+    records, the conveyance id for a trip, the trip id for a shipment, "subject_kind:subject"
+    for a lookout. A staged snapshot is created without indexes (`index_generation` at the end)."""
+    records, members = records_table(source, gen), members_table(source, gen)
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {records} (kind TEXT NOT NULL, id TEXT NOT NULL, key TEXT, "
+                 "eta_ms INTEGER, expires_ms INTEGER, body BLOB NOT NULL)")  # body: the 2.6 fields as CBOR
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {members} (member_kind TEXT NOT NULL, member_id TEXT NOT NULL, "
+                 "trip_id TEXT NOT NULL)")
+    if indexed:
+        index_generation(conn, source, gen)
+
+
+def index_generation(conn: sqlite3.Connection, source: str, gen: int) -> None:
+    """Index a generation, once its rows are in: one sort each instead of two million random
+    inserts. A record sent twice in one snapshot keeps its last copy (as an upsert would)."""
+    records, members = records_table(source, gen), members_table(source, gen)
+    try:
+        conn.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {records}_id ON {records}(kind, id)")
+    except sqlite3.IntegrityError:
+        conn.execute(f"DELETE FROM {records} WHERE rowid NOT IN (SELECT max(rowid) FROM {records} GROUP BY kind, id)")
+        conn.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {records}_id ON {records}(kind, id)")
+    conn.execute(f"CREATE INDEX IF NOT EXISTS {records}_key ON {records}(kind, key)")
+    try:
+        conn.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {members}_member ON {members}(member_kind, member_id, trip_id)")
+    except sqlite3.IntegrityError:
+        conn.execute(f"DELETE FROM {members} WHERE rowid NOT IN (SELECT min(rowid) FROM {members} "
+                     "GROUP BY member_kind, member_id, trip_id)")
+        conn.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {members}_member ON {members}(member_kind, member_id, trip_id)")
+    conn.execute(f"CREATE INDEX IF NOT EXISTS {members}_trip ON {members}(trip_id)")
+
+
+def drop_generation(conn: sqlite3.Connection, source: str, gen: int) -> None:
+    conn.execute(f"DROP TABLE IF EXISTS {records_table(source, gen)}")
+    conn.execute(f"DROP TABLE IF EXISTS {members_table(source, gen)}")
+
+
+def live_generations(conn: sqlite3.Connection, schema: str = "main") -> list[tuple[str, int]]:
+    """(source, live generation) of every source, by source."""
+    return conn.execute(f"SELECT source, gen FROM {schema}.cache_sources ORDER BY source").fetchall()
+
+
+def last_seq(conn: sqlite3.Connection, source: str, schema: str = "main") -> int | None:
+    row = conn.execute(f"SELECT seq FROM {schema}.cache_sources WHERE source = ?", (source,)).fetchone()
     return row[0] if row else None
 
 
@@ -125,27 +178,27 @@ def classify(conn: sqlite3.Connection, msg: dict) -> str:
 
 
 def apply_delta(conn: sqlite3.Connection, msg: dict, now_ms: int, final: bool = True) -> ApplyResult:
-    """Apply an upsert or delete to the source's live records; the caller holds the transaction
-    and has decided the message applies (`classify`). Snapshots are staged (`cachegen.py`).
-    A large message may come in slices of its records: only the `final` one records its seq."""
+    """Apply an upsert or delete to the source's live records; the caller holds the cache
+    file's transaction and has decided the message applies (`classify`). Snapshots are
+    staged (`cachegen.py`). A large message may come in slices of its records: only the
+    `final` one records its seq. A source whose first message is not a snapshot lives in
+    generation 0."""
     source, seq = msg["source"], msg["seq"]
     row = conn.execute("SELECT gen FROM cache_sources WHERE source = ?", (source,)).fetchone()
     gen = row[0] if row else 0
+    if row is None:
+        create_generation(conn, source, gen, indexed=True)
+    records_t, members_t = records_table(source, gen), members_table(source, gen)
     records = msg["records"]
-    trips = [r["id"] for r in records if r["kind"] == "trip"]
     # A trip's old member list goes, whatever comes next.
-    conn.executemany("DELETE FROM trip_members WHERE source = ? AND gen = ? AND trip_id = ?",
-                     [(source, gen, t) for t in trips])
+    conn.executemany(f"DELETE FROM {members_t} WHERE trip_id = ?", [(r["id"],) for r in records if r["kind"] == "trip"])
     if msg["op"] == "delete":
-        conn.executemany("DELETE FROM cache_records WHERE source = ? AND gen = ? AND kind = ? AND id = ?",
-                         [(source, gen, r["kind"], r["id"]) for r in records])
+        conn.executemany(f"DELETE FROM {records_t} WHERE kind = ? AND id = ?", [(r["kind"], r["id"]) for r in records])
     else:
-        conn.executemany(
-            "INSERT OR REPLACE INTO cache_records(source, gen, kind, id, key, eta_ms, expires_ms, body) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", record_rows(source, gen, records))
-        conn.executemany(
-            "INSERT OR IGNORE INTO trip_members(source, gen, member_kind, member_id, trip_id) VALUES (?, ?, ?, ?, ?)",
-            member_rows(source, gen, records))
+        conn.executemany(f"INSERT OR REPLACE INTO {records_t}(kind, id, key, eta_ms, expires_ms, body) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", record_rows(records))
+        conn.executemany(f"INSERT OR IGNORE INTO {members_t}(member_kind, member_id, trip_id) VALUES (?, ?, ?)",
+                         member_rows(records))
     if final:
         conn.execute(
             "INSERT INTO cache_sources(source, seq, updated_ms, gen) VALUES (?, ?, ?, ?) "
@@ -154,84 +207,164 @@ def apply_delta(conn: sqlite3.Connection, msg: dict, now_ms: int, final: bool = 
     return ApplyResult("applied", source, seq, records=len(records))
 
 
-def record_rows(source: str, gen: int, records: list[dict]) -> list[tuple]:
-    return [(source, gen, *_row(rec)) for rec in records]
+def record_rows(records: list[dict]) -> list[tuple]:
+    """(kind, id, key, eta_ms, expires_ms, body) per record: the columns a lookup needs, and the
+    record as CBOR with only the DESIGN 2.6 fields (re-encoded only when it carried others)."""
+    rows = []
+    dumps, kinds, fields = cbor2.dumps, KINDS, FIELDS
+    for rec in records:
+        kind = rec["kind"]
+        key_field, expiry_field = kinds[kind]
+        if kind == "lookout":
+            key = f"{rec['subject_kind']}:{rec.get('subject')}"
+        else:
+            key = rec.get(key_field) if key_field else None
+            if key and key_field.endswith("_epc"):
+                key = key.upper()
+        allowed = fields[kind]
+        body = dumps(rec if rec.keys() <= allowed else {k: v for k, v in rec.items() if k in allowed})
+        rows.append((kind, rec["id"], key, rec.get("eta_ms") if kind == "trip" else None,
+                     rec.get(expiry_field) if expiry_field else None, body))
+    return rows
 
 
-def member_rows(source: str, gen: int, records: list[dict]) -> list[tuple]:
-    """Trip membership rows: which trips list a driver or a piece of equipment."""
-    return [(source, gen, kind, str(mid), r["id"]) for r in records if r["kind"] == "trip"
+def member_rows(records: list[dict]) -> list[tuple]:
+    """Trip membership rows (member_kind, member_id, trip_id)."""
+    return [(kind, str(mid), r["id"]) for r in records if r["kind"] == "trip"
             for kind, field in (("driver", "drivers"), ("equipment", "equipment")) for mid in r.get(field, ())]
 
 
-def _row(rec: dict) -> tuple:
-    kind = rec["kind"]
-    key_field, expiry_field = KINDS[kind]
-    if kind == "lookout":
-        key = f"{rec['subject_kind']}:{rec.get('subject')}"
-    else:
-        key = rec.get(key_field) if key_field else None
-        if key and key_field.endswith("_epc"):
-            key = key.upper()
-    return (kind, rec["id"], key, rec.get("eta_ms") if kind == "trip" else None,
-            rec.get(expiry_field) if expiry_field else None,
-            cbor2.dumps({k: v for k, v in rec.items() if k in FIELDS[kind]}))
-
-
 class CacheView:
-    """Read-side lookups the lane needs to link a passage; any connection will do.
+    """Read-side lookups the lane needs to link a passage, on any connection that sees the
+    cache file as `schema` ("main" on its own connection, "cache" where it is attached).
 
-    Only each source's live generation is seen: never a snapshot still being staged,
-    never the old records of one being deleted."""
+    Only each source's live generation is seen: never a snapshot still being staged, never
+    an old one being dropped. Each question reads in one transaction, so a swap and the
+    drop of the old generation between its statements cannot pull a table from under it."""
 
-    LIVE = "JOIN cache_sources s ON s.source = c.source AND s.gen = c.gen"
+    TAGGED = "kind IN ('driver', 'conveyance', 'equipment')"
 
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: sqlite3.Connection, schema: str = "main"):
         self.conn = conn
+        self.schema = schema
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[list[tuple[str, int]]]:
+        own = not self.conn.in_transaction
+        if own:
+            self.conn.execute("BEGIN")
+        try:
+            yield live_generations(self.conn, self.schema)
+        finally:
+            if own and self.conn.in_transaction:
+                self.conn.execute("COMMIT")
+
+    def _records(self, source: str, gen: int) -> str:
+        return f"{self.schema}.{records_table(source, gen)}"
+
+    def _members(self, source: str, gen: int) -> str:
+        return f"{self.schema}.{members_table(source, gen)}"
+
+    def _gen(self, live: list[tuple[str, int]], source: str) -> int | None:
+        return next((g for s, g in live if s == source), None)
 
     def tagged(self, epc: str) -> list[tuple[str, str, dict]]:
         """(source, kind, record) of every driver card, transponder or equipment tag with this EPC."""
-        rows = self.conn.execute(
-            f"SELECT c.source, c.kind, c.body FROM cache_records c {self.LIVE} "
-            "WHERE c.kind IN ('driver', 'conveyance', 'equipment') AND c.key = ?", (epc,)).fetchall()
-        return [(s, k, cbor2.loads(b)) for s, k, b in rows]
+        out = []
+        with self._snapshot() as live:
+            for source, gen in live:
+                out += [(source, k, cbor2.loads(b)) for k, b in self.conn.execute(
+                    f"SELECT kind, body FROM {self._records(source, gen)} WHERE {self.TAGGED} AND key = ?", (epc,))]
+        return out
 
     def record(self, source: str, kind: str, rid: str) -> dict | None:
-        row = self.conn.execute(
-            f"SELECT c.body FROM cache_records c {self.LIVE} WHERE c.source = ? AND c.kind = ? AND c.id = ?",
-            (source, kind, rid)).fetchone()
+        with self._snapshot() as live:
+            gen = self._gen(live, source)
+            row = None if gen is None else self.conn.execute(
+                f"SELECT body FROM {self._records(source, gen)} WHERE kind = ? AND id = ?", (kind, rid)).fetchone()
         return cbor2.loads(row[0]) if row else None
 
     def records(self, kind: str, rid: str) -> list[tuple[str, dict]]:
-        """(source, record) of this kind and id from every source, by source; one point
-        lookup per source (there are two), so the primary key serves each."""
-        rows = self.conn.execute(
-            "SELECT c.source, c.body FROM cache_sources s JOIN cache_records c ON c.source = s.source "
-            "AND c.gen = s.gen AND c.kind = ? AND c.id = ? ORDER BY s.source", (kind, rid)).fetchall()
-        return [(s, cbor2.loads(b)) for s, b in rows]
+        """(source, record) of this kind and id from every source, by source."""
+        out = []
+        with self._snapshot() as live:
+            for source, gen in live:
+                out += [(source, cbor2.loads(b)) for (b,) in self.conn.execute(
+                    f"SELECT body FROM {self._records(source, gen)} WHERE kind = ? AND id = ?", (kind, rid))]
+        return out
 
     def trips_of_conveyance(self, source: str, conveyance_id: str) -> list[dict]:
-        rows = self.conn.execute(
-            f"SELECT c.body FROM cache_records c {self.LIVE} WHERE c.kind = 'trip' AND c.key = ? AND c.source = ?",
-            (conveyance_id, source)).fetchall()
+        with self._snapshot() as live:
+            gen = self._gen(live, source)
+            rows = [] if gen is None else self.conn.execute(
+                f"SELECT body FROM {self._records(source, gen)} WHERE kind = 'trip' AND key = ?",
+                (conveyance_id,)).fetchall()
         return [cbor2.loads(b) for (b,) in rows]
 
     def trips_of_member(self, source: str, member_kind: str, member_id: str) -> list[dict]:
-        rows = self.conn.execute(
-            "SELECT c.body FROM trip_members m JOIN cache_sources s ON s.source = m.source AND s.gen = m.gen "
-            "JOIN cache_records c ON c.source = m.source AND c.gen = m.gen AND c.kind = 'trip' AND c.id = m.trip_id "
-            "WHERE m.source = ? AND m.member_kind = ? AND m.member_id = ?", (source, member_kind, member_id)).fetchall()
+        with self._snapshot() as live:
+            gen = self._gen(live, source)
+            rows = [] if gen is None else self.conn.execute(
+                f"SELECT c.body FROM {self._members(source, gen)} m JOIN {self._records(source, gen)} c "
+                "ON c.kind = 'trip' AND c.id = m.trip_id WHERE m.member_kind = ? AND m.member_id = ?",
+                (member_kind, member_id)).fetchall()
         return [cbor2.loads(b) for (b,) in rows]
 
     def lookouts(self, subject_kind: str, subject: str, now_ms: int) -> list[tuple[str, dict]]:
         """Unexpired lookouts on a subject, as (source, record)."""
-        rows = self.conn.execute(
-            f"SELECT c.source, c.body FROM cache_records c {self.LIVE} WHERE c.kind = 'lookout' AND c.key = ? "
-            "AND (c.expires_ms IS NULL OR c.expires_ms > ?)", (f"{subject_kind}:{subject}", now_ms)).fetchall()
-        return [(s, cbor2.loads(b)) for s, b in rows]
+        out = []
+        with self._snapshot() as live:
+            for source, gen in live:
+                out += [(source, cbor2.loads(b)) for (b,) in self.conn.execute(
+                    f"SELECT body FROM {self._records(source, gen)} WHERE kind = 'lookout' AND key = ? "
+                    "AND (expires_ms IS NULL OR expires_ms > ?)", (f"{subject_kind}:{subject}", now_ms))]
+        return out
 
     def sources(self) -> list[dict]:
-        rows = self.conn.execute(
-            "SELECT s.source, s.seq, s.updated_ms, (SELECT count(*) FROM cache_records c "
-            "WHERE c.source = s.source AND c.gen = s.gen) FROM cache_sources s ORDER BY s.source").fetchall()
-        return [{"source": s, "seq": q, "updated_ms": u, "records": n} for s, q, u, n in rows]
+        out = []
+        with self._snapshot():
+            for source, seq, updated, gen in self.conn.execute(
+                    f"SELECT source, seq, updated_ms, gen FROM {self.schema}.cache_sources ORDER BY source").fetchall():
+                n = self.conn.execute(f"SELECT count(*) FROM {self._records(source, gen)}").fetchone()[0]
+                out.append({"source": source, "seq": seq, "updated_ms": updated, "records": n})
+        return out
+
+    def bodies(self) -> Iterator[bytes]:
+        """Every live record's CBOR body."""
+        with self._snapshot() as live:
+            for source, gen in live:
+                for (body,) in self.conn.execute(f"SELECT body FROM {self._records(source, gen)}"):
+                    yield body
+
+    def tag_keys(self) -> list[str]:
+        """The EPCs of every live driver card, transponder and equipment tag."""
+        with self._snapshot() as live:
+            return [k for source, gen in live for (k,) in self.conn.execute(
+                f"SELECT key FROM {self._records(source, gen)} WHERE {self.TAGGED} AND key IS NOT NULL")]
+
+    def counts(self) -> list[dict]:
+        """Live records per source and kind."""
+        with self._snapshot() as live:
+            return [{"source": source, "kind": k, "records": n} for source, gen in live for k, n in self.conn.execute(
+                f"SELECT kind, count(*) FROM {self._records(source, gen)} GROUP BY kind")]
+
+
+def purge_expired(conn: sqlite3.Connection, now_ms: int, cutoff_ms: int, batch: int) -> int:
+    """Retention of the live records: lookouts and credentials once expired, trips (with their
+    shipments and members) once their ETA is before `cutoff_ms`. The caller holds the transaction."""
+    done = 0
+    for source, gen in live_generations(conn):
+        records_t, members_t = records_table(source, gen), members_table(source, gen)
+        expired = conn.execute(
+            f"SELECT kind, id FROM {records_t} WHERE (kind = 'lookout' AND expires_ms < ?) "
+            "OR (kind IN ('driver', 'conveyance') AND expires_ms < ?) OR (kind = 'trip' AND eta_ms < ?) LIMIT ?",
+            (now_ms, cutoff_ms, cutoff_ms, batch - done)).fetchall()
+        for kind, rid in expired:
+            conn.execute(f"DELETE FROM {records_t} WHERE kind = ? AND id = ?", (kind, rid))
+            if kind == "trip":
+                conn.execute(f"DELETE FROM {members_t} WHERE trip_id = ?", (rid,))
+                conn.execute(f"DELETE FROM {records_t} WHERE kind = 'shipment' AND key = ?", (rid,))
+        done += len(expired)
+        if done >= batch:
+            break
+    return done

@@ -1,15 +1,16 @@
 """Cache generations: how a port-sized snapshot is staged and swapped in one step (DESIGN 2.6).
 
-Every cache row carries the generation (`gen`) it was written in, and `cache_sources.gen`
-names each source's live one; every lookup (`CacheView`) reads only live rows. A
-snapshot is written into a new generation in small slices, each its own short
-transaction between the core's group commits, so a lookup keeps seeing the old records,
-complete, and the read journal never waits behind the cache. The swap is one row
-update. The old generation (or a dropped staged one) is then deleted in slices too.
+Each generation of a source's records has tables of its own (`cache.records_table`), and
+`cache_sources.gen` names each source's live one; every lookup (`CacheView`) reads only
+live tables. A snapshot is appended to a new generation's unindexed tables in slices
+(short transactions of the cache file, without an fsync), indexed once when its last
+part is in (`index`: seconds for two million records, so the daemon runs it on the
+cache worker), and swapped in by one durable row update. The old generation (or a
+dropped staged one) is then dropped as a whole, on the worker too.
 `cache_generations` records every generation that is not live: staging (with what was
-received so far) or waiting to be deleted; a restart finds a half-staged snapshot there.
+received so far) or waiting to be dropped; a restart finds a half-staged snapshot there.
 
-Runs on the writer connection; the caller holds the transaction.
+Runs on the cache file's connection (`cachedb.py`); the caller holds the transaction.
 """
 
 from __future__ import annotations
@@ -21,9 +22,14 @@ from agent.store.cache import (
     ApplyResult,
     apply_delta,
     classify,
+    create_generation,
+    drop_generation,
+    index_generation,
     last_seq,
     member_rows,
+    members_table,
     record_rows,
+    records_table,
 )
 
 STAGING, DROPPED, RETIRED = "staging", "dropped", "retired"
@@ -63,19 +69,22 @@ class CacheGenerations:
 
     # --- staging --------------------------------------------------------------------------
     def begin(self, s: Staged) -> None:
+        create_generation(self.conn, s.source, s.gen, indexed=False)
         self.conn.execute(
             "INSERT INTO cache_generations(source, gen, state, backend, first_seq, last_seq, part, parts, started_ms, "
             "records) VALUES (?, ?, 'staging', ?, ?, ?, ?, ?, ?, 0)",
             (s.source, s.gen, s.backend, s.first_seq, s.last_seq, s.part, s.parts, s.started_ms))
 
     def stage(self, source: str, gen: int, records: list[dict]) -> None:
-        """Write one slice of a staged snapshot's records into its generation."""
-        self.conn.executemany(
-            "INSERT OR REPLACE INTO cache_records(source, gen, kind, id, key, eta_ms, expires_ms, body) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", record_rows(source, gen, records))
-        self.conn.executemany(
-            "INSERT OR IGNORE INTO trip_members(source, gen, member_kind, member_id, trip_id) VALUES (?, ?, ?, ?, ?)",
-            member_rows(source, gen, records))
+        """Append one slice of a staged snapshot's records to its generation (not indexed yet)."""
+        self.conn.executemany(f"INSERT INTO {records_table(source, gen)}(kind, id, key, eta_ms, expires_ms, body) "
+                              "VALUES (?, ?, ?, ?, ?, ?)", record_rows(records))
+        self.conn.executemany(f"INSERT INTO {members_table(source, gen)}(member_kind, member_id, trip_id) "
+                              "VALUES (?, ?, ?)", member_rows(records))
+
+    def index(self, source: str, gen: int) -> None:
+        """A staged generation is complete: index it (the long step, before the swap)."""
+        index_generation(self.conn, source, gen)
 
     def progress(self, s: Staged) -> None:
         """A part has been received and fully staged."""
@@ -83,7 +92,7 @@ class CacheGenerations:
                           (s.last_seq, s.part, s.records, s.source, s.gen))
 
     def swap(self, s: Staged, now_ms: int) -> None:
-        """The last part is staged: its generation becomes the live one, in one step."""
+        """The last part is staged and indexed: its generation becomes the live one, in one step."""
         old = self.live(s.source)
         self.conn.execute(
             "INSERT INTO cache_sources(source, seq, updated_ms, gen) VALUES (?, ?, ?, ?) ON CONFLICT(source) "
@@ -94,7 +103,7 @@ class CacheGenerations:
             self._retire(s.source, old[1], RETIRED)
 
     def drop(self, source: str, gen: int) -> None:
-        """Give up a staged snapshot: its rows are deleted later, the live ones stay."""
+        """Give up a staged snapshot: its tables are dropped later, the live ones stay."""
         self.conn.execute("UPDATE cache_generations SET state = 'dropped' WHERE source = ? AND gen = ?", (source, gen))
 
     def staging(self) -> list[Staged]:
@@ -115,31 +124,22 @@ class CacheGenerations:
         return self.conn.execute(
             "SELECT 1 FROM cache_generations WHERE state IN ('dropped', 'retired') LIMIT 1").fetchone() is not None
 
-    def collect_garbage(self, limit: int) -> int:
-        """Delete up to `limit` rows of generations no longer live; returns how many went."""
-        row = self.conn.execute(
-            "SELECT source, gen FROM cache_generations WHERE state IN ('dropped', 'retired') LIMIT 1").fetchone()
-        if row is None:
-            return 0
-        source, gen = row
-        done = self.conn.execute(
-            "DELETE FROM cache_records WHERE source = ? AND gen = ? AND (kind, id) IN "
-            "(SELECT kind, id FROM cache_records WHERE source = ? AND gen = ? LIMIT ?)",
-            (source, gen, source, gen, limit)).rowcount
-        done += self.conn.execute(
-            "DELETE FROM trip_members WHERE source = ? AND gen = ? AND (member_kind, member_id, trip_id) IN "
-            "(SELECT member_kind, member_id, trip_id FROM trip_members WHERE source = ? AND gen = ? LIMIT ?)",
-            (source, gen, source, gen, max(0, limit - done))).rowcount if done < limit else 0
-        if done == 0:
+    def collect_garbage(self) -> int:
+        """Drop every generation no longer live (a whole table each: the long step, on the
+        cache worker in the daemon); returns how many went."""
+        rows = self.conn.execute(
+            "SELECT source, gen FROM cache_generations WHERE state IN ('dropped', 'retired')").fetchall()
+        for source, gen in rows:
+            drop_generation(self.conn, source, gen)
             self.conn.execute("DELETE FROM cache_generations WHERE source = ? AND gen = ?", (source, gen))
-        return done
+        return len(rows)
 
 
 def apply_cache_message(conn: sqlite3.Connection, msg: dict, now_ms: int, force: bool = False) -> ApplyResult:
     """Apply a validated message at once, idempotently; the caller holds the transaction.
 
-    For `laneagent cache import` and tests: a snapshot is staged, swapped and its old
-    records deleted in this one call. The daemon slices the same work (core/cachefeed.py).
+    For `laneagent cache import` and tests: a snapshot is staged, indexed, swapped and its
+    old generation dropped in this one call. The daemon slices the same work (core/cachefeed.py).
     `force` applies even when `classify` would not."""
     source, seq = msg["source"], msg["seq"]
     outcome = "apply" if force else classify(conn, msg)
@@ -151,7 +151,7 @@ def apply_cache_message(conn: sqlite3.Connection, msg: dict, now_ms: int, force:
     staged = Staged(source, gens.next_gen(source), "", seq, seq, 1, 1, now_ms, len(msg["records"]))
     gens.begin(staged)
     gens.stage(source, staged.gen, msg["records"])
+    gens.index(source, staged.gen)
     gens.swap(staged, now_ms)
-    while gens.collect_garbage(100_000):
-        pass
+    gens.collect_garbage()
     return ApplyResult("applied", source, seq, records=len(msg["records"]))

@@ -16,6 +16,7 @@ import cbor2
 from sqlite_utils import Database
 
 from agent.store.cache import CacheView, last_seq
+from agent.store.cachedb import attach_reader
 from agent.store.db import UnreadableStore, chain_state, open_reader
 from agent.store.outbox import Outbox
 from agent.store.tallies import Tallies
@@ -39,6 +40,11 @@ class StoreReader:
     def __init__(self, path: str, probe: bool = True):
         self.path = path
         self.conn = open_reader(path, probe=probe)
+        try:
+            attach_reader(self.conn, path)  # the cache's own file, as `cache`
+        except sqlite3.DatabaseError as e:
+            self.conn.close()
+            raise UnreadableStore(path, f"its cache file: {e}") from e
 
     def close(self) -> None:
         self.conn.close()
@@ -148,22 +154,22 @@ class StoreReader:
     @property
     def cache(self) -> CacheView:
         """The lane's lookups (`lookup` shows what linking would see)."""
-        return CacheView(self.conn)
+        return CacheView(self.conn, "cache")
 
     @_reading
     def cache_seq(self, source: str) -> int:
         """The last cache message seq applied from `source`, 0 when none."""
-        return last_seq(self.conn, source) or 0
+        return last_seq(self.conn, source, "cache") or 0
 
     @_reading
     def cache_sources(self) -> list[dict]:
         """Per source: {"source", "seq", "updated_ms", "records"}."""
-        return CacheView(self.conn).sources()
+        return self.cache.sources()
 
     def cache_records(self) -> Iterator[dict]:
-        """Every stored cache record (what diag scrubs from its bundle)."""
+        """Every record in use (what diag scrubs from its bundle)."""
         try:
-            for (body,) in self.conn.execute("SELECT body FROM cache_records"):
+            for body in self.cache.bodies():
                 try:
                     record = cbor2.loads(body)
                 except (TypeError, ValueError):
@@ -176,8 +182,7 @@ class StoreReader:
     @_reading
     def tag_keys(self) -> list[str]:
         """The EPCs of every driver card, transponder and equipment tag the cache knows."""
-        return [key for (key,) in self.conn.execute(
-            "SELECT key FROM cache_records WHERE kind IN ('driver', 'conveyance', 'equipment') AND key IS NOT NULL")]
+        return self.cache.tag_keys()
 
     # --- the file itself ---------------------------------------------------------------------
     @_reading
@@ -214,9 +219,9 @@ class StoreReader:
                 "SELECT sum(consumed_by IS NULL), sum(consumed_by = 'stray'), "
                 "sum(consumed_by IS NOT NULL AND consumed_by != 'stray') FROM reads")[0]))
             out["alerts"] = dict(q("SELECT kind, count(*) FROM alerts GROUP BY kind"))
-            out["cache"] = [dict(zip(("source", "kind", "records"), r))
-                            for r in q("SELECT source, kind, count(*) FROM cache_records GROUP BY source, kind")]
-            out["cache_sources"] = list(db["cache_sources"].rows)
+            out["cache"] = self.cache.counts()
+            out["cache_sources"] = [dict(zip(("source", "seq", "updated_ms", "gen"), r)) for r in q(
+                "SELECT source, seq, updated_ms, gen FROM cache.cache_sources ORDER BY source")]
         except sqlite3.Error as e:
             out["error"] = str(e)
         return out

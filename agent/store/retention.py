@@ -1,4 +1,4 @@
-"""Forgetting on time: delivered events, old reads and expired cache records.
+"""Forgetting on time: delivered events and old reads (expired cache records: `cache.purge_expired`).
 
 Personal data must not outlive its use (DESIGN 2.2 `retention_days`). Each call
 deletes at most `batch` rows of each kind, so the core can purge between batches of
@@ -13,9 +13,13 @@ import sqlite3
 DAY_MS = 86_400_000
 
 
+def cutoff_ms(now_ms: int, retention_days: float) -> int:
+    return now_ms - int(retention_days * DAY_MS)
+
+
 def purge_step(conn: sqlite3.Connection, now_ms: int, retention_days: float, batch: int = 500) -> dict[str, int]:
     """One small round of deletions; the caller holds the transaction. Returns rows deleted per kind."""
-    cutoff = now_ms - int(retention_days * DAY_MS)
+    cutoff = cutoff_ms(now_ms, retention_days)
     done: dict[str, int] = {}
 
     seqs = [r[0] for r in conn.execute(
@@ -42,15 +46,4 @@ def purge_step(conn: sqlite3.Connection, now_ms: int, retention_days: float, bat
         "DELETE FROM reads WHERE id IN (SELECT id FROM reads WHERE consumed_by IN ('stray', 'error') "
         "AND wall_ms < ? LIMIT ?)", (cutoff, batch)).rowcount
 
-    # Cache: lookouts and credentials once expired, trips once their ETA is `retention_days` past.
-    expired = conn.execute(
-        "SELECT source, kind, id FROM cache_records WHERE (kind = 'lookout' AND expires_ms < ?) "
-        "OR (kind IN ('driver', 'conveyance') AND expires_ms < ?) OR (kind = 'trip' AND eta_ms < ?) LIMIT ?",
-        (now_ms, cutoff, cutoff, batch)).fetchall()
-    for source, kind, rid in expired:
-        conn.execute("DELETE FROM cache_records WHERE source = ? AND kind = ? AND id = ?", (source, kind, rid))
-        if kind == "trip":
-            conn.execute("DELETE FROM trip_members WHERE source = ? AND trip_id = ?", (source, rid))
-            conn.execute("DELETE FROM cache_records WHERE source = ? AND kind = 'shipment' AND key = ?", (source, rid))
-    done["cache_records"] = len(expired)
     return {k: v for k, v in done.items() if v}

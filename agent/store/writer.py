@@ -2,7 +2,9 @@
 
 The core thread batches its work and calls these inside `transaction()`, so a batch
 of reads, the events they close and the deliveries those events owe all commit
-together (group commit), or not at all.
+together (group commit), or not at all. The cache lives in a file of its own
+(`cachedb.py`) with its own transactions (`cache_transaction()`), so its commits
+never hold the journal's.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Iterable, Iterator
 
 import cbor2
 
-from agent.store import cache, retention
+from agent.store import cache, cachedb, retention
 from agent.store.cache import ApplyResult, CacheView, apply_delta
 from agent.store.cachegen import CacheGenerations, apply_cache_message
 from agent.store.db import chain_state, open_or_recover, remember_head
@@ -23,7 +25,10 @@ class StoreWriter:
     def __init__(self, path: str):
         self.path = path
         self.conn, self.recovery = open_or_recover(path)
-        self.generations = CacheGenerations(self.conn)  # staged snapshots (DESIGN 2.6)
+        self.cache_db = cachedb.CacheDB(path)
+        # Sources whose records were in the main file (before the cache had its own): to resync.
+        self.cache_moved = cachedb.move_out_of_main(self.conn, self.cache_db)
+        self.generations = CacheGenerations(self.cache_db.conn)  # staged snapshots (DESIGN 2.6)
         self.commits = 0
 
     @contextmanager
@@ -51,12 +56,18 @@ class StoreWriter:
             raise
         self.commits += 1
 
+    def cache_transaction(self, durable: bool = True):
+        """A transaction of the cache file (`CacheDB.transaction`)."""
+        return self.cache_db.transaction(durable)
+
     @contextmanager
     def savepoint(self) -> Iterator[sqlite3.Connection]:
-        """One item inside a transaction: on an exception only its own changes roll back."""
+        """One item inside a transaction: on an exception only its own changes roll back
+        (in the cache file too, when a cache transaction is open)."""
         self.conn.execute("SAVEPOINT item")
         try:
-            yield self.conn
+            with self.cache_db.savepoint():
+                yield self.conn
         except BaseException:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK TO item")
@@ -66,6 +77,7 @@ class StoreWriter:
 
     def close(self) -> None:
         self.conn.close()
+        self.cache_db.close()
 
     # --- the read journal ---------------------------------------------------------
     def journal(self, rows: list[tuple[str, str, int, float | None, int, int]]) -> list[int]:
@@ -151,29 +163,48 @@ class StoreWriter:
 
     # --- the cache --------------------------------------------------------------------
     def apply_cache(self, msg: dict, now_ms: int, force: bool = False) -> ApplyResult:
-        """A whole message at once (cache import, tests); the daemon slices (core/cachefeed.py)."""
-        return apply_cache_message(self.conn, msg, now_ms, force)
+        """A whole message at once, in one durable transaction of the cache file (cache import,
+        tests); the daemon slices (core/cachefeed.py)."""
+        with self.cache_transaction():
+            return apply_cache_message(self.cache_db.conn, msg, now_ms, force)
 
     def apply_delta(self, msg: dict, now_ms: int, final: bool = True) -> ApplyResult:
-        return apply_delta(self.conn, msg, now_ms, final)
+        """Inside `cache_transaction()`."""
+        return apply_delta(self.cache_db.conn, msg, now_ms, final)
 
     @property
     def cache(self) -> CacheView:
-        """The lane's lookups on the writer's connection (they see its uncommitted changes)."""
-        return CacheView(self.conn)
+        """The lane's lookups on the cache file's writing connection (they see its uncommitted
+        changes); for tests and tools. The daemon looks up through `cache_lookups()`."""
+        return CacheView(self.cache_db.conn)
+
+    def cache_lookups(self) -> CacheView:
+        """Lookups on a read connection of their own: never waiting for the cache worker."""
+        return CacheView(cachedb.open_reader(self.path))
 
     def classify_cache(self, msg: dict) -> str:
         """'apply', 'duplicate' or 'gap' (see `cache.classify`)."""
-        return cache.classify(self.conn, msg)
+        return cache.classify(self.cache_db.conn, msg)
 
     def cache_seq(self, source: str) -> int:
         """The last cache message seq applied from `source`, 0 when none."""
-        return cache.last_seq(self.conn, source) or 0
+        return cache.last_seq(self.cache_db.conn, source) or 0
 
     # --- retention ----------------------------------------------------------------------
-    def purge_step(self, now_ms: int, retention_days: float) -> dict[str, int]:
-        """One small round of retention (`retention.purge_step`); rows deleted per kind."""
-        return retention.purge_step(self.conn, now_ms, retention_days)
+    def purge_step(self, now_ms: int, retention_days: float, batch: int = 500) -> dict[str, int]:
+        """One small round of retention (`retention.purge_step`); rows deleted per kind. The
+        cache's part is skipped while the cache worker holds the cache file (next round)."""
+        done = retention.purge_step(self.conn, now_ms, retention_days, batch)
+        if self.cache_db.lock.acquire(blocking=False):
+            try:
+                with self.cache_transaction():
+                    n = cache.purge_expired(self.cache_db.conn, now_ms, retention.cutoff_ms(now_ms, retention_days),
+                                            batch)
+            finally:
+                self.cache_db.lock.release()
+            if n:
+                done["cache_records"] = n
+        return done
 
 
 def _runs(items: Iterable[tuple[str, int]]) -> list[tuple[str, int, int]]:

@@ -197,7 +197,7 @@ def run(drivers: int = 1_000_000, trips: int = 200_000, passages: int = 2_000) -
             marked_during_load = marks.done()  # before the probe's last half second after the swap
         core.stop()
 
-        view = CacheView(writer.conn)
+        view = writer.cache
         rng = random.Random(7)
         timings = []
         for _ in range(passages):

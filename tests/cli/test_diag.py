@@ -192,7 +192,7 @@ def test_bundle_has_everything_and_nothing_personal(lane, monkeypatch):
     doctor = json.loads(files["doctor.json"])
     assert ("reader booth", "port_missing") in {(c["subject"], c["cause"]) for c in doctor["checks"]}
     stats = json.loads(files["database.json"])
-    assert stats["quick_check"] == ["ok"] and stats["tables"]["cache_records"] == len(lane["snapshot"]["records"])
+    assert stats["quick_check"] == ["ok"] and sum(c["records"] for c in stats["cache"]) == len(lane["snapshot"]["records"])
     assert "reader booth up" in files["logs.txt"] and "<removed>" in files["logs.txt"]
     assert "password_file" in files["config.toml"]
     hexdump = files["traffic-booth.hex"]

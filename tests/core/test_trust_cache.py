@@ -4,7 +4,6 @@ contract's fields kept; malformed programme lists refused whole."""
 
 import json
 
-from agent.store.cache import CacheView
 from agent.store.writer import StoreWriter
 from tests.helpers import backend_toml, cli, lane_toml
 
@@ -64,7 +63,7 @@ def test_only_the_contract_fields_are_kept(tmp_path):
             w.apply_cache(msg(1, "snapshot", carrier(["PIP"], address="1 Main St", phone="555"),
                               {"kind": "shipment", "id": "S1", "trip": "TR1", "importer": "Maple Co",
                                "importer_tax_id": "123-456", "programs": ["PIP"], "trusted_trader": False}), 1)
-        view = CacheView(w.conn)
+        view = w.cache
         assert view.records("carrier", "NRTH") == [("CA", {"kind": "carrier", "id": "NRTH", "name": "Northline",
                                                            "programs": ["PIP"]})]
         [(_, shipment)] = view.records("shipment", "S1")

@@ -10,7 +10,6 @@ from agent.lane import event as ev
 from agent.lane.findings import findings_for, referral_for
 from agent.lane.linking import link
 from agent.lane.passage import Aggregator, Read
-from agent.store.cache import CacheView
 from agent.store.writer import StoreWriter
 
 NOW = 1_795_000_000_000
@@ -55,7 +54,7 @@ def cache(tmp_path):
         w.apply_cache({"v": 1, "type": "cache", "source": "US", "seq": 1, "op": "snapshot", "records": [
             {"kind": "lookout", "id": "LK-driver", "subject_kind": "driver", "subject": "D2", "reason": "warrant",
              "severity": "high", "expires_ms": NOW + H}]}, NOW)
-    yield CacheView(w.conn)
+    yield w.cache
     w.close()
 
 
@@ -196,7 +195,7 @@ def test_each_finding_exactly_when_it_should(tmp_path, case, tags, expected, ext
     with w.transaction():
         w.apply_cache({"v": 1, "type": "cache", "source": "CA", "seq": 1, "op": "snapshot",
                        "records": list(merged.values())}, NOW)
-    _, linked, findings, hits = crossing(CacheView(w.conn), *tags)
+    _, linked, findings, hits = crossing(w.cache, *tags)
     assert codes(findings) == sorted(expected)
     assert len(hits) == codes(findings).count("lookout_hit")
     w.close()

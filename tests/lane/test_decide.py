@@ -15,7 +15,6 @@ from agent.config import (
 )
 from agent.lane import event as ev
 from agent.lane.decide import alerts_for, decide
-from agent.store.cache import CacheView
 from agent.store.writer import StoreWriter
 from tests.lane.fake_cache import FakeCache
 from tests.lane.fake_cache import passage as make_passage
@@ -90,7 +89,7 @@ def test_the_fake_answers_as_the_real_cache_does(tmp_path, fake, epcs):
                           NOW)
             w.apply_cache({"v": 1, "type": "cache", "source": "US", "seq": 1, "op": "snapshot",
                            "records": [US_LOOKOUT]}, NOW)
-        real = decide(passage(*epcs), CacheView(w.conn), cfg(), NOW, 0.0)
+        real = decide(passage(*epcs), w.cache, cfg(), NOW, 0.0)
         faked = decide(passage(*epcs), fake, cfg(), NOW, 0.0)
         assert real.findings == faked.findings
         assert real.referral == faked.referral

@@ -21,7 +21,6 @@ from agent.config import (
 )
 from agent.lane.decide import decide
 from agent.lane.trust import company_trusted, driver_trusted, shipment_trusted
-from agent.store.cache import CacheView
 from agent.store.writer import StoreWriter
 from tests.lane.fake_cache import FakeCache
 from tests.lane.fake_cache import passage as make_passage
@@ -180,7 +179,7 @@ def cache_of(request, tmp_path):
             for source, recs in records.items():
                 w.apply_cache({"v": 1, "type": "cache", "source": source, "seq": 1, "op": "snapshot",
                                "records": recs}, NOW)
-        return CacheView(w.conn)
+        return w.cache
     yield make
     for w in writers:
         w.close()

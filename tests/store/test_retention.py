@@ -1,6 +1,7 @@
 """Retention: delivered events, old strays and expired cache records go; undelivered ones stay."""
 
-from agent.store.retention import DAY_MS, purge_step
+from agent.store.reader import StoreReader
+from agent.store.retention import DAY_MS
 from agent.store.writer import StoreWriter
 
 NOW = 1_800_000_000_000
@@ -27,12 +28,13 @@ def test_purge_forgets_only_what_may_be_forgotten(tmp_path):
             {"kind": "shipment", "id": "S", "trip": "T-old"},
             {"kind": "trip", "id": "T-live", "eta_ms": NOW, "conveyance": "C", "drivers": ["D-live"]},
         ]}, NOW)
-        done = purge_step(conn, NOW, retention_days=7, batch=1000)
+        done = w.purge_step(NOW, retention_days=7, batch=1000)
     assert done == {"events": 1, "reads": 1, "cache_records": 3}  # e1; the old stray; L-old, D-old, T-old
     assert [r[0] for r in w.conn.execute("SELECT seq FROM events ORDER BY seq")] == [2, 3]
     assert [r[0] for r in w.conn.execute("SELECT epc FROM reads ORDER BY id")] == ["E3"]
-    assert sorted(r[0] for r in w.conn.execute("SELECT id FROM cache_records")) == ["D-live", "L-live", "T-live"]
-    assert w.conn.execute("SELECT count(*) FROM trip_members WHERE trip_id = 'T-old'").fetchone()[0] == 0
-    with w.transaction() as conn:
-        assert purge_step(conn, NOW, retention_days=7) == {}
+    with StoreReader(w.path) as store:
+        assert sorted(r["id"] for r in store.cache_records()) == ["D-live", "L-live", "T-live"]
+        assert store.cache.trips_of_member("CA", "driver", "D-live") == [store.cache.record("CA", "trip", "T-live")]
+    with w.transaction():
+        assert w.purge_step(NOW, retention_days=7) == {}
     w.close()

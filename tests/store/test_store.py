@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from agent.errors import DownlinkRejected
-from agent.store.cache import CacheView, validate_cache_message
+from agent.store.cache import validate_cache_message
 from agent.store.db import open_reader
 from agent.store.outbox import Outbox
 from agent.store.schema import SCHEMA_VERSION
@@ -67,7 +67,7 @@ def test_cache_apply_is_idempotent_and_seq_tracked(writer):
     assert apply(writer, msg("CA", 2, "upsert", driver("D2", "AA02"))) == "applied"
     assert apply(writer, msg("CA", 2, "upsert", driver("D2", "AA02"))) == "duplicate"
     assert apply(writer, msg("CA", 4, "upsert", driver("D4", "AA04"))) == "gap"
-    view = CacheView(writer.conn)
+    view = writer.cache
     assert [r["id"] for _, _, r in view.tagged("AA02")] == ["D2"]
     assert view.tagged("AA04") == []
     assert apply(writer, msg("CA", 3, "delete", {"kind": "driver", "id": "D2"})) == "applied"
@@ -80,7 +80,7 @@ def test_snapshot_replaces_only_its_own_source(writer):
                       {"kind": "trip", "id": "TR1", "eta_ms": 5, "conveyance": "T1", "drivers": ["D1"]}))
     apply(writer, msg("US", 1, "snapshot", driver("U1", "BB01")))
     apply(writer, msg("US", 2, "snapshot", driver("U2", "BB02")))
-    view = CacheView(writer.conn)
+    view = writer.cache
     assert [r["id"] for _, _, r in view.tagged("AA01")] == ["D1"]
     assert view.tagged("BB01") == [] and len(view.tagged("BB02")) == 1
     assert [t["id"] for t in view.trips_of_member("CA", "driver", "D1")] == ["TR1"]
@@ -130,5 +130,5 @@ def test_outbox_offers_oldest_first_and_forgets_delivered(writer):
 def test_only_the_fields_the_lane_needs_are_stored(writer):
     rec = {**driver("D1", "AA01"), "date_of_birth": "1970-01-01", "home_address": "1 Main St"}
     apply(writer, msg("CA", 1, "snapshot", rec))
-    [(_, _, stored)] = CacheView(writer.conn).tagged("AA01")
+    [(_, _, stored)] = writer.cache.tagged("AA01")
     assert stored == {"kind": "driver", "id": "D1", "name": "N", "card_epc": "AA01", "status": "valid"}

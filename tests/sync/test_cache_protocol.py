@@ -1,5 +1,6 @@
 """The cache protocol against the back-end simulator on a real broker: gap -> resync -> snapshot."""
 
+from agent.store.reader import StoreReader
 from simulators.backend import Backend
 from tests.helpers import wait_for
 from tests.sync.test_sync import Lane, make_cfg
@@ -26,16 +27,14 @@ def test_a_gap_is_answered_by_a_snapshot_and_reapplying_changes_nothing(tmp_path
         assert wait_for(lambda: backend.requests != [])
         assert backend.requests[0] == {"v": 1, "type": "resync", "source": "CA", "have_seq": 2}
         # The simulator answered with a snapshot of all it holds (seq 5): D1..D4.
-        assert wait_for(lambda: lane.writer.conn.execute(
-            "SELECT seq FROM cache_sources WHERE source = 'CA'").fetchone()[0] == 5)
-        ids = lambda: sorted(r[0] for r in lane.writer.conn.execute("SELECT id FROM cache_records"))  # noqa: E731
-        assert ids() == ["D1", "D2", "D3", "D4"]
-        before = lane.writer.conn.execute("SELECT source, kind, id, body FROM cache_records ORDER BY id").fetchall()
+        assert wait_for(lambda: StoreReader(lane.writer.path).cache_seq("CA") == 5)
+        live = lambda: sorted((r["id"], r.get("name")) for r in StoreReader(lane.writer.path).cache_records())  # noqa: E731
+        assert [i for i, _ in live()] == ["D1", "D2", "D3", "D4"]
+        before = live()
         backend._cache_seq -= 1  # the same snapshot (seq 5) delivered again
         backend.publish_snapshot()
         assert wait_for(lambda: lane.core.counters["cache_duplicates"] == 1)
-        after = lane.writer.conn.execute("SELECT source, kind, id, body FROM cache_records ORDER BY id").fetchall()
-        assert after == before
+        assert live() == before
     finally:
         backend.stop()
         lane.stop()

@@ -5,6 +5,7 @@ import time
 import cbor2
 import pytest
 
+from agent.store.reader import StoreReader
 from agent import config
 from agent.core import LaneCore
 from agent.readers.report import TagReport
@@ -151,8 +152,9 @@ def test_cache_downlink_applied_rejected_and_gap_requests_resync(tmp_path, two_b
         # The held message follows on once the snapshot answering the resync is applied.
         probe.publish("border/0901/cache", {**snapshot, "seq": 4, "records": []})
         wait_for(lambda: lane.core.counters["cache_messages"] >= 3, 5, "the held message applied")
-        assert lane.writer.conn.execute("SELECT seq FROM cache_sources WHERE source = 'CA'").fetchone()[0] == 5
-        assert lane.writer.conn.execute("SELECT count(*) FROM cache_records").fetchone()[0] == 1
+        with StoreReader(lane.writer.path) as store:
+            assert store.cache_seq("CA") == 5
+            assert [s["records"] for s in store.cache_sources()] == [1]
     finally:
         lane.stop()
         probe.close()

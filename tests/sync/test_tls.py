@@ -28,7 +28,7 @@ from agent import config
 from agent.config import TLSConfig
 from agent.core import LaneCore
 from agent.readers.report import TagReport
-from agent.store.cache import CacheView
+from agent.store.reader import StoreReader
 from agent.store.writer import StoreWriter
 from agent.sync import tls
 from tests.helpers import backend_toml, cli, lane_toml, wait_for
@@ -200,7 +200,7 @@ def test_lane_connects_with_its_certificate_and_events_birth_and_downlink_flow(t
         # Downlink under the ACL: the port's cache reaches the lane.
         backend.publish("border/0901/cache", cbor2.dumps({"v": 1, "type": "cache", "source": "CA", "seq": 1,
                                                           "op": "snapshot", "records": []}))
-        wait_for(lambda: CacheView(lane.writer.conn).sources(), what="the cache snapshot applied")
+        wait_for(lambda: StoreReader(lane.writer.path).cache_sources(), what="the cache snapshot applied")
         assert lane.link.last_error is None
         assert set(tap.first_bytes) == {TLS_HANDSHAKE}
         assert "as 0901/C3 (p5" in tls_broker.log_text()  # the broker knows us by our certificate's CN

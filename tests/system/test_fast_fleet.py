@@ -15,7 +15,6 @@ from agent.config import AggregationConfig, Config, LaneConfig, ReferralConfig
 from agent.lane.decide import decide
 from agent.lane.passage import Aggregator, Read
 from agent.readers.registry import load_config
-from agent.store.cache import CacheView
 from agent.store.writer import StoreWriter
 from simulators.fleet import Fleet
 from simulators.fleet.records import DRIVER_PROGRAMMES, RECOGNISED
@@ -50,7 +49,7 @@ def test_every_crew_gets_the_tier_and_findings_the_fleet_promises(tmp_path, seed
             for source in fleet.sources:
                 w.apply_cache(fleet.cache_message(source), NOW)
         for crew in fleet.crews:
-            d = decide(passage(crew.epcs), CacheView(w.conn), cfg, NOW, 0.0)
+            d = decide(passage(crew.epcs), w.cache, cfg, NOW, 0.0)
             assert d.referral["tier"] == crew.tier, crew
             assert sorted({f["code"] for f in d.findings}) == sorted(crew.findings_on("fast")), crew
     finally:
