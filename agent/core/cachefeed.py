@@ -32,7 +32,7 @@ from typing import Callable
 from agent.core.guard import MAX_ATTEMPTS, ItemGuard, Pending
 from agent.core.staging import DUPLICATE, STAGE, SnapshotStaging
 from agent.handoff import CacheMessage
-from agent.store.cachework import CacheWorker
+from agent.store.cachework import CacheWorker, Checkpointer
 from agent.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class CacheFeed:
         self.snapshots = SnapshotStaging(self.gens, counters, wall_ms, self.ask_resync, snapshot_timeout_s)
         self.backend_of = backend_of or {}  # source -> the back end that sends it (for a resync at start)
         self.worker = CacheWorker(writer.cache_db)
+        self.checkpointer = Checkpointer(writer.cache_db)
         self._indexing: str | None = None  # the source whose complete snapshot the worker is indexing
         self._offset = 0  # records of the head message already written
         self._slice = STEP_RECORDS
@@ -118,6 +119,7 @@ class CacheFeed:
             self.worker.start(f"indexing the snapshot of {self._indexing}", self.snapshots.index_step(self._indexing))
         elif collect:
             self.worker.start("dropping old cache generations", self.gens.collect_garbage)
+        self.checkpointer.due()
 
     def _swap_indexed(self) -> None:
         """The worker has indexed the complete snapshot at the head: swap it in (durably)."""
@@ -134,6 +136,7 @@ class CacheFeed:
         self._offset = 0
         if error is None:
             self._replay_held(source)
+        self.checkpointer.due()
 
     def ask_resync(self, backend: str, source: str) -> int:
         """Ask `backend` for a snapshot of `source` (a gap, a dropped snapshot, or a command)."""

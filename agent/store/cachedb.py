@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 5000
 VERSION = 1
 CACHE_PAGES_KB = 32768  # 32 MB: building a generation's indexes sorts in memory as far as it can
+CHECKPOINT_AT_BYTES = 64 << 20  # the WAL is copied into the file by a checkpoint thread from this size on
 
 # Per source: the last message seq applied and the live generation. Generations that are
 # not live: a snapshot being staged (what has come so far, from which back end), or one
@@ -72,6 +73,12 @@ class CacheDB:
         self.lock = threading.RLock()
         self.conn = _open_writer(self.path)
         self.commits = 0
+
+    def wal_bytes(self) -> int:
+        try:
+            return os.path.getsize(self.path + "-wal")
+        except OSError:
+            return 0
 
     @contextmanager
     def transaction(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
@@ -122,6 +129,10 @@ def _open_writer(path: str) -> sqlite3.Connection:
         if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
             raise StoreError(f"{path}: SQLite refused WAL mode; is it on a network file system?")
         conn.execute("PRAGMA synchronous = FULL")
+        # No checkpoint in the committing thread (the core's): copying a staged snapshot into
+        # the file, and its fsync, would hold the lane for seconds. `checkpoint()` does it on a
+        # thread of its own (cachework.py), on a connection of its own.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
         conn.execute(f"PRAGMA cache_size = -{CACHE_PAGES_KB}")
         conn.execute("PRAGMA temp_store = FILE")  # an index sort spills to disk, not to RAM
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -134,6 +145,18 @@ def _open_writer(path: str) -> sqlite3.Connection:
     finally:
         os.umask(old_umask)
     return conn
+
+
+def checkpoint(path: str) -> None:
+    """Copy the cache file's WAL into it (PASSIVE: never waits for, nor blocks, the writer or a
+    reader), on a connection of its own. Runs on the checkpoint thread."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    finally:
+        conn.close()
 
 
 def open_reader(db_path: str) -> sqlite3.Connection:

@@ -1,4 +1,5 @@
-"""The cache worker: one long statement on the cache file, off the core thread.
+"""The cache worker: one long statement on the cache file, off the core thread; and the
+checkpoints of the cache file's WAL, off the core thread too.
 
 Indexing a staged generation of two million records, or dropping an old one, takes
 seconds: on the core thread it would hold the read journal far past its 250 ms. The
@@ -13,7 +14,7 @@ import logging
 import threading
 from typing import Callable
 
-from agent.store.cachedb import CacheDB
+from agent.store.cachedb import CHECKPOINT_AT_BYTES, CacheDB, checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -52,3 +53,32 @@ class CacheWorker:
         except BaseException as e:  # handed to the core thread, which decides
             log.exception("cache worker: %s failed", what)
             self._error = e
+
+
+class Checkpointer:
+    """Copies the cache file's WAL into the file once it has grown past CHECKPOINT_AT_BYTES,
+    one run at a time, each on a short-lived thread with its own connection. SQLite's own
+    automatic checkpoint would run inside the core's commits (it is turned off)."""
+
+    def __init__(self, cache_db: CacheDB):
+        self.cache_db = cache_db
+        self._thread: threading.Thread | None = None
+
+    def due(self) -> None:
+        """Start a checkpoint when the WAL is large and none is running."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        if self.cache_db.wal_bytes() < CHECKPOINT_AT_BYTES:
+            return
+        self._thread = threading.Thread(target=self._run, name="cache-checkpoint", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            checkpoint(self.cache_db.path)
+        except Exception:  # the next run tries again; the WAL only grows meanwhile
+            log.exception("cache file checkpoint failed")
