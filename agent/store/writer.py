@@ -29,6 +29,7 @@ class StoreWriter:
         # Sources whose records were in the main file (before the cache had its own): to resync.
         self.cache_moved = cachedb.move_out_of_main(self.conn, self.cache_db)
         self.generations = CacheGenerations(self.cache_db.conn)  # staged snapshots (DESIGN 2.6)
+        self._lookups: list[sqlite3.Connection] = []  # read connections handed out, closed with the writer
         self.commits = 0
 
     @contextmanager
@@ -77,6 +78,8 @@ class StoreWriter:
 
     def close(self) -> None:
         self.conn.close()
+        for conn in self._lookups:
+            conn.close()
         self.cache_db.close()
 
     # --- the read journal ---------------------------------------------------------
@@ -180,7 +183,9 @@ class StoreWriter:
 
     def cache_lookups(self) -> CacheView:
         """Lookups on a read connection of their own: never waiting for the cache worker."""
-        return CacheView(cachedb.open_reader(self.path))
+        conn = cachedb.open_reader(self.path)
+        self._lookups.append(conn)
+        return CacheView(conn)
 
     def classify_cache(self, msg: dict) -> str:
         """'apply', 'duplicate' or 'gap' (see `cache.classify`)."""
