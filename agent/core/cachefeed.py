@@ -140,8 +140,11 @@ class CacheFeed:
 
     def ask_resync(self, backend: str, source: str) -> int:
         """Ask `backend` for a snapshot of `source` (a gap, a dropped snapshot, or a command)."""
-        live = self.gens.live(source)
-        have = live[0] if live else 0
+        if self.worker.busy():  # it holds the cache file: ask what is committed (the same seqs)
+            have = self.writer.committed_cache_seq(source)
+        else:
+            live = self.gens.live(source)
+            have = live[0] if live else 0
         self.resync_asked[source] = time.monotonic()
         self.counters["cache_resyncs_requested"] += 1
         self.request_resync(backend, source, have)

@@ -71,6 +71,7 @@ class CacheDB:
     def __init__(self, db_path: str):
         self.path = cache_path(db_path)
         self.lock = threading.RLock()
+        self._holder: int | None = None  # the thread whose transaction is open
         self.conn = _open_writer(self.path)
         self.commits = 0
 
@@ -90,6 +91,7 @@ class CacheDB:
                 return
             self.conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             self.conn.execute("BEGIN IMMEDIATE")
+            self._holder = threading.get_ident()
             try:
                 yield self.conn
                 self.conn.execute("COMMIT")
@@ -97,15 +99,19 @@ class CacheDB:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._holder = None
             self.commits += 1
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
-        """Inside a transaction: on an exception only the changes made within roll back."""
+        """Inside this thread's transaction: on an exception only the changes made within roll
+        back. Without one (the core's items outside cache work, while the worker may hold the
+        file) it does nothing and never waits."""
+        if self._holder != threading.get_ident():
+            yield
+            return
         with self.lock:
-            if not self.conn.in_transaction:
-                yield
-                return
             self.conn.execute("SAVEPOINT cache_item")
             try:
                 yield

@@ -30,6 +30,7 @@ class StoreWriter:
         self.cache_moved = cachedb.move_out_of_main(self.conn, self.cache_db)
         self.generations = CacheGenerations(self.cache_db.conn)  # staged snapshots (DESIGN 2.6)
         self._lookups: list[sqlite3.Connection] = []  # read connections handed out, closed with the writer
+        self._seq_reader: sqlite3.Connection | None = None
         self.commits = 0
 
     @contextmanager
@@ -194,6 +195,13 @@ class StoreWriter:
     def cache_seq(self, source: str) -> int:
         """The last cache message seq applied from `source`, 0 when none."""
         return cache.last_seq(self.cache_db.conn, source) or 0
+
+    def committed_cache_seq(self, source: str) -> int:
+        """The same, as committed, on a read connection: while the cache worker holds the file."""
+        if self._seq_reader is None:
+            self._seq_reader = cachedb.open_reader(self.path)
+            self._lookups.append(self._seq_reader)
+        return cache.last_seq(self._seq_reader, source) or 0
 
     # --- retention ----------------------------------------------------------------------
     def purge_step(self, now_ms: int, retention_days: float, batch: int = 500) -> dict[str, int]:

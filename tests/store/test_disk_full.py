@@ -5,6 +5,7 @@ a new page fail with SQLITE_FULL ("database or disk is full"), exactly the error
 full file system gives, without needing a small mount in CI.
 """
 
+import sqlite3
 import time
 
 import cbor2
@@ -15,6 +16,10 @@ from agent.core import LaneCore
 from agent.readers.report import TagReport
 from agent.store.writer import StoreWriter
 from tests.helpers import wait_for
+
+
+FILLER = "F111"  # the rows that fill the journal's last page
+READS = f"reads WHERE epc != '{FILLER}'"
 
 
 def make(tmp_path):
@@ -30,8 +35,20 @@ def make(tmp_path):
 
 
 def fill_up(writer):
+    """No new page, and no room left in the journal's last one either (else a first group
+    commit of a few reads still fits, however slow the machine makes the test's submitting)."""
     pages = writer.conn.execute("PRAGMA page_count").fetchone()[0]
     writer.conn.execute(f"PRAGMA max_page_count = {pages}")
+    filler = sqlite3.connect(writer.path, timeout=10, isolation_level=None)
+    filler.execute(f"PRAGMA max_page_count = {pages}")
+    try:
+        while True:
+            filler.execute("INSERT INTO reads(reader, epc, antenna, count, wall_ms, consumed_by) "
+                           "VALUES ('filler', ?, 1, 1, 0, 'stray')", (FILLER,))
+    except sqlite3.OperationalError as e:
+        assert "full" in str(e)
+    finally:
+        filler.close()
 
 
 def submit(lane, tags, reads_each, start_ms):
@@ -50,11 +67,11 @@ def test_reads_are_held_while_full_and_written_after(tmp_path):
         submit(lane, 300, 10, 1_000)
         assert wait_for(lambda: lane.store_error is not None)
         assert "full" in lane.store_error
-        assert writer.conn.execute("SELECT count(*) FROM reads").fetchone()[0] == 0
+        assert writer.conn.execute(f"SELECT count(*) FROM {READS}").fetchone()[0] == 0
         writer.conn.execute("PRAGMA max_page_count = 1073741823")  # room again
         assert wait_for(lambda: lane.store_error is None and lane.counters["events"] == 1)
         # Every read is kept: one row per tag, its count the reads aggregated into it.
-        assert writer.conn.execute("SELECT count(*), sum(count) FROM reads").fetchone() == (300, 3000)
+        assert writer.conn.execute(f"SELECT count(*), sum(count) FROM {READS}").fetchone() == (300, 3000)
         assert lane.counters["reads_lost"] == 0
         assert writer.conn.execute("SELECT count(*) FROM alerts WHERE kind = 'gap'").fetchone()[0] == 0
     finally:
@@ -72,9 +89,11 @@ def test_beyond_the_bound_the_oldest_become_a_gap_alert(tmp_path, monkeypatch):
         writer.conn.execute("PRAGMA max_page_count = 1073741823")
         assert wait_for(lambda: lane.store_error is None and lane.counters["events"] == 1)
         # The newest were kept: the last 100 tags' 1,000 reads (a row's wall_ms is its first read).
-        kept = writer.conn.execute("SELECT min(wall_ms), max(wall_ms), count(*), sum(count) FROM reads").fetchone()
+        kept = writer.conn.execute(f"SELECT min(wall_ms), max(wall_ms), count(*), sum(count) FROM {READS}").fetchone()
         assert kept == (10_500, 11_490, 100, 1000)
-        [(body,)] = writer.conn.execute("SELECT body FROM alerts WHERE kind = 'gap'").fetchall()
+        gap = "SELECT body FROM alerts WHERE kind = 'gap'"
+        assert wait_for(lambda: writer.conn.execute(gap).fetchall(), what="the gap alert")  # after the events
+        [(body,)] = writer.conn.execute(gap).fetchall()
         assert cbor2.loads(body)["detail"] == {"first_ms": 10_000, "last_ms": 10_499, "count": 500,
                                                "reason": "disk_full"}
         # ...and it is owed to the back end like any alert.
