@@ -1,8 +1,10 @@
 """The cache of back-end records (DESIGN 2.6): validating, applying, looking up.
 
-`apply_delta` runs on the writer connection inside the caller's transaction;
-`CacheView` answers the lane's questions on any connection. Records of each source are
-kept apart: a snapshot from one country never touches the other's records.
+The cache lives in its own file (`cachedb.py`), each generation of a source's records
+in tables of its own (`records_table`, `members_table`; `cachegen.py` stages and swaps
+them). `apply_delta` runs on that file's connection inside the caller's transaction;
+`CacheView` answers the lane's questions on any connection that sees the file. Records
+of each source are kept apart: a snapshot from one country never touches the other's.
 """
 
 from __future__ import annotations
