@@ -108,6 +108,16 @@ class LaneRig:
             raise
         return self
 
+    def wait_streaming(self, timeout: float = 120.0) -> float:
+        """Until the daemon has set the simulated reader streaming (a loaded machine can take
+        many seconds to start it); returns the simulator's clock then (scenario seconds)."""
+        deadline = time.monotonic() + timeout
+        while not getattr(self.sim.model, "streaming", False):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"the daemon did not start the reader: {self.log_text()[-2000:]}")
+            time.sleep(0.05)
+        return self.sim.elapsed()
+
     def wait_events(self, n: int, timeout: float) -> bool:
         """Until every subscriber has `n` events (True) or `timeout` passes (False)."""
         deadline = time.monotonic() + timeout
