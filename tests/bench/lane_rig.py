@@ -13,6 +13,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import tomllib
 import threading
@@ -82,6 +83,10 @@ class LaneRig:
         return self.dir / "state" / "agent.db"
 
     def __enter__(self) -> "LaneRig":
+        if threading.current_thread() is threading.main_thread():
+            # `timeout` or a Ctrl-C'd make sends SIGTERM: unwind, so the daemon and brokers
+            # started below (their own sessions) are stopped, not orphaned.
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         try:
             for name, _ in BACKENDS:
                 self.brokers.append(Mosquitto(self.dir / f"broker-{name}", persistent=False).start())
