@@ -14,6 +14,7 @@ from typing import Callable
 
 import cbor2
 
+from agent import trace
 from agent.config import Config
 from agent.core.guard import is_store_failure
 from agent.lane import event as ev
@@ -48,6 +49,7 @@ class Crossings:
                 before()
                 self._close(closed)
             if closed.passage is not None:
+                trace.emit("committed", (closed.passage.last_t, closed.reason, *closed.passage.tags))
                 self.writer.remember_head()
         except Exception as e:
             if is_store_failure(e):

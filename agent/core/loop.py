@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from typing import Callable
 
+from agent import trace
 from agent.config import Config
 from agent.core.cachefeed import CacheFeed
 from agent.core.crossing import Crossings
@@ -194,6 +195,7 @@ class LaneCore:
                     if not isinstance(pending.item, (ReadItem, Wake)) and not self.guard.run(pending, self.items.handle):
                         self._retry.append(pending)
             self.journal.committed()
+            trace.emit("journaled", (r.mono for _, r in journaled))
         self.counters["reads"] += len(journaled)
         accepted, self.items.accepted = self.items.accepted, []
         try:

@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 from tenacity import Retrying, retry_if_exception_type, wait_exponential, wait_random
 
+from agent import trace
 from agent.config import ReaderConfig
 from agent.errors import ReaderError
 from agent.readers.report import DecodeError, TagReport
@@ -172,6 +173,7 @@ class ReaderChannel(DialectHooks):
             if kind is TagReport:
                 valid = True
                 reported += 1
+                trace.emit("received", (mono, self.name, item.epc))
                 try:
                     self._on_report(self.name, item, mono, wall_ms)
                 except Exception:

@@ -14,6 +14,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
+from agent import trace
 from agent.config import BackendConfig, Config
 from agent.handoff import ItemRef
 from agent.store.db import open_reader
@@ -96,6 +97,7 @@ class Drain:
             self._hold_until = time.monotonic() + REFUSED_HOLD_S
             return
         self.figures.acked()
+        trace.emit("puback", (self.backend.name, item_type, item_id))
         if item_type == "event" and self.backend.require_ack:
             self._awaiting_ack[item_id] = time.monotonic()
         else:

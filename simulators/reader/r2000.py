@@ -104,7 +104,7 @@ class R2000Model(AddressedModel):
         reads = [r for r in self.scenario.reads(now, self.rng) if r.antenna == port]
         frames = [Frame(r2000.encode_tag(bytes.fromhex(r.epc), port, r.rssi, self.rng.randrange(7, 60), cmd=cmd,
                                          address=self.address), (r.epc,)) for r in reads]
-        frames.append(Frame(r2000.encode_round_end(port, round(len(reads) / self.round_s), len(reads), cmd,
+        frames.append(Frame(r2000.encode_round_end(port, min(0xFFFF, round(len(reads) / self.round_s)), len(reads), cmd,
                                                    self.address)))
         return frames
 

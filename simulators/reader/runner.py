@@ -11,7 +11,9 @@ one byte at a time with random gaps of up to `split_gap_s`), `stall_s` from `sta
 link with it; then a new pty behind the same link and a freshly powered reader). With
 `baudrate` set it answers only while the host's termios speed on the pty matches, and
 turns its own output into garbage otherwise: a pty does not enforce speeds, so this is
-how a wrong baud rate looks. `tally` counts what went out: EPCs in clean frames, frames
+how a wrong baud rate looks. `pace_baud` writes no faster than a serial line at that speed
+carries (10 bits a byte: start, 8 data, stop), since a pty passes bytes as fast as both
+ends go: the line-rate bench streams at 921,600 baud this way. `tally` counts what went out: EPCs in clean frames, frames
 damaged, noise bursts. Tests drive the same misbehaviour by hand (`mute`, `stall`,
 `reboot`, `unplug`, `replug`, `inject`); `python -m simulators.reader` runs it from a shell.
 """
@@ -79,7 +81,7 @@ class SimulatedReader:
                  reboot_at: float | None = None, noise: float = 0.0, corrupt: float = 0.0, split: bool = False,
                  split_gap_s: float = 0.002, stall_s: float = 0.0, stall_at: float = 2.0,
                  unplug_at: float | None = None, replug_after: float = 1.0, baudrate: int | None = None,
-                 seed: int | None = None, **model_options):
+                 seed: int | None = None, pace_baud: int | None = None, **model_options):
         if dialect not in MODELS:
             raise ValueError(f"no simulator for dialect {dialect!r} (available: {', '.join(MODELS)})")
         self.model = MODELS[dialect](scenario if scenario is not None else DEMO, seed=seed, **model_options)
@@ -91,6 +93,8 @@ class SimulatedReader:
         self.stall_s = stall_s
         self.unplug_at, self.replug_after = unplug_at, replug_after
         self.tally = Tally()
+        self.pace_baud = pace_baud
+        self._line_free = 0.0  # pace_baud: when the line has sent everything written so far
         self.unplugs = 0
         self._rng = random.Random(None if seed is None else seed + 1)  # misbehaviour, apart from the model's
         self._muted = False
@@ -265,9 +269,19 @@ class SimulatedReader:
     def _write(self, data: bytes) -> None:
         if not self.split:
             self.pty.write(data)
+            if self.pace_baud:
+                self._pace(len(data))
             return
         for i in range(len(data)):
             self.pty.write(data[i:i + 1])
             gap = self._rng.uniform(0, self.split_gap_s)
             if gap > 0.0005:
                 time.sleep(gap)
+
+    def _pace(self, n: int) -> None:
+        """Hold the next write until the line has carried these `n` bytes; sleeps only when
+        more than 2 ms ahead, so the line runs in bursts of a few frames, as a UART's FIFO does."""
+        now = time.monotonic()
+        self._line_free = max(self._line_free, now) + n * 10 / self.pace_baud
+        if self._line_free - now > 0.002:
+            time.sleep(self._line_free - now)

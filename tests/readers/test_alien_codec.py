@@ -198,3 +198,20 @@ def test_garbage_never_hides_the_lines_after_it(garbage, cases):
     stream = garbage + b"".join(line + b"\r\n" for _, line in cases)
     reported = [i.epc for i in alien.decode(stream, final=True)[0] if type(i) is TagReport]
     assert reported == [epc for epc, _ in cases]
+
+
+mixed_stream = st.lists(st.one_of(
+    driver_lines.map(lambda case: case[1]), st.sampled_from([TEXT, TERSE, b"(No Tags)", b"Alien>", b"Error 1: Oops."]),
+    st.binary(max_size=30)), max_size=8).flatmap(lambda parts: st.tuples(
+        st.just(parts), st.lists(st.sampled_from([b"\r\n", b"\n", b"\r", b"\x00", b"\r\n\x00", b" \r\n"]),
+                                 min_size=len(parts), max_size=len(parts))))
+
+
+@given(mixed_stream, st.data())
+def test_whole_line_fast_path_decodes_exactly_as_the_line_by_line_path(case, data):
+    parts, ends = case
+    stream = bytearray(b"".join(p + e for p, e in zip(parts, ends)))
+    if stream and data.draw(st.booleans()):  # and one byte flipped somewhere
+        stream[data.draw(st.integers(0, len(stream) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+    final = data.draw(st.booleans())
+    assert alien.Decoder().decode(bytes(stream), final) == alien.Decoder(fast=False).decode(bytes(stream), final)
