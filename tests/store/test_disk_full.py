@@ -30,6 +30,7 @@ def make(tmp_path):
 
 
 def fill_up(writer):
+    writer.conn.execute("VACUUM")  # no free pages left over (the schema's migration frees some)
     pages = writer.conn.execute("PRAGMA page_count").fetchone()[0]
     writer.conn.execute(f"PRAGMA max_page_count = {pages}")
 
