@@ -14,11 +14,12 @@ import time
 import cbor2
 
 from agent.lane.disclosure import View, cut
+from agent.store import eventbody
 
 
 def derived_payload(body: bytes, view: View) -> bytes:
-    """What a back end gets of the stored event `body` (canonical CBOR): its sections, its kind."""
-    return cbor2.dumps(cut(cbor2.loads(body), view))
+    """What a back end gets of the stored event `body` (`eventbody`): its sections, its kind."""
+    return cbor2.dumps(cut(eventbody.load(body), view))
 
 
 def view_sections(text: str) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 import cbor2
 
 from agent.lane.disclosure import View
-from agent.store import cache, retention
+from agent.store import cache, eventbody, retention
 from agent.store.cache import ApplyResult, CacheView, apply_delta
 from agent.store.cachegen import CacheGenerations, apply_cache_message
 from agent.store.db import chain_state, checkpoint, open_or_recover, remember_head
@@ -118,8 +118,8 @@ class StoreWriter:
                          if not isinstance(p, View) and (not isinstance(p, (bytes, bytearray)) or not p))
         if missing:
             raise ValueError(f"event seq {event.get('seq')}: no payload for back end(s) {', '.join(missing)}")
-        # The full record, canonical CBOR (RFC 8949 core deterministic), as `verify` reads it.
-        body = cbor2.dumps(event, canonical=True)
+        # The full record, canonical CBOR (RFC 8949 core deterministic) as `verify` reads it, deflated.
+        body = eventbody.pack(event)
         self.conn.execute(
             "INSERT INTO events(seq, event_id, created_ms, started_ms, ended_ms, hash, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (event["seq"], event["event_id"], now_ms, event["started_ms"], event["ended_ms"], event["hash"], body))

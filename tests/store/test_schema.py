@@ -10,6 +10,7 @@ from sqlite_utils import Database
 from agent.store import schema
 from agent.store.db import open_reader, open_writer
 from agent.store.outbox import Outbox
+from agent.store.reader import StoreReader
 from agent.store.writer import StoreWriter
 
 TABLES = {"reads", "events", "alerts", "deliveries", "outbox_views", "lane_state", "cache_records", "trip_members",
@@ -86,6 +87,8 @@ def test_a_v1_database_is_upgraded_without_losing_an_owed_event(tmp_path):
             ("alert", 1, "cbsa", 8, 0, 1), ("event", 1, "cbp", 5_000, 1, 1), ("event", 1, "cbsa", 5_000, 1, 1),
             ("event", 2, "cbsa", 5_000, 1, 1)]
         assert writer.chain_state() == (4, "h3")
+        with StoreReader(path) as r:  # v1's plain CBOR bodies read as today's deflated ones do
+            assert r.event("e3")["event"] == {"seq": 3, "event_id": "e3"}
         # And the upgraded outbox goes on working: a new event, cut from its stored body.
         with writer.transaction():
             writer.mark_delivered("cbp", [("event", 2), ("event", 3)], 9_000)
