@@ -11,16 +11,23 @@
     delivered (warm-up) to its exit after SIGTERM, so WAL writes, checkpoints and the
     clean stop's checkpoint all count; divided by the events delivered to both back ends.
     The daemon's lifetime total comes from our own /proc/self/io once we have reaped it
-    (the kernel adds a reaped child's I/O to its parent's).
+    (the kernel adds a reaped child's I/O to its parent's). The daemon runs in a booth's
+    layout: the store on disk, the runtime directory (status.json, traffic dumps) on a
+    tmpfs, as systemd's RuntimeDirectory= gives it (`Config.runtime_dir` picks /run/laneagent
+    only for the unit's own store path, so the bench points both names at its directories).
 
 The idle figure (bytes written per second with nothing in the field) is `idle`'s.
-FOOTPRINT_SHORT=1 runs a short version while iterating.
+FOOTPRINT_SHORT=1 runs a short version while iterating. FOOTPRINT_PAGE_SIZE=1024 creates
+the databases with that SQLite page size first (the agent keeps a file's page size), to
+measure what the page size does to both figures. Run it on a disk, not a tmpfs (tmpfs
+writes never reach write_bytes): FOOTPRINT_DIR picks the directory, default the system's.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -34,7 +41,7 @@ from agent.core import LaneCore
 from agent.readers.report import TagReport
 from agent.store.writer import StoreWriter
 from simulators.mosquitto import Mosquitto
-from tests.helpers import ROOT, agent_cmd, backend_toml, lane_toml, reader_toml
+from tests.helpers import ROOT, backend_toml, lane_toml, reader_toml
 
 H = 3600_000
 TRUCKS = 10  # distinct trucks in turn, so no tag is held back by rearm_s
@@ -75,6 +82,30 @@ def _write_bytes(pid: str | int = "self") -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("write_bytes:"))
 
 
+# `laneagent run` with the unit's layout: this store path counts as the state directory
+# and the given directory as its RuntimeDirectory.
+BOOTH_LAYOUT = ("import sys, agent.config as c; c.DEFAULT_STORE_PATH, c.RUNTIME_DIR = sys.argv[1:3]; "
+                "from agent.cli.main import main; raise SystemExit(main(sys.argv[3:]))")
+
+
+def _new_database(path: str) -> None:
+    """An empty database file with FOOTPRINT_PAGE_SIZE, when asked; the agent migrates it."""
+    size = os.environ.get("FOOTPRINT_PAGE_SIZE")
+    if size:
+        conn = sqlite3.connect(path)
+        conn.execute(f"PRAGMA page_size = {int(size)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.close()
+
+
+def _page_size(path: str) -> int:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        conn.close()
+
+
 def _files(path: str) -> int:
     return sum(os.path.getsize(path + s) for s in ("", "-wal", "-shm") if os.path.exists(path + s))
 
@@ -89,6 +120,7 @@ def on_disk(tmp: str, events: int, reads_per_tag: int = 12) -> dict:
         "backends": [{"name": "cbsa", "country": "CA", "host": "127.0.0.1", "share": list(config.SHARE_ITEMS)},
                      {"name": "cbp", "country": "US", "host": "127.0.0.1", "share": US_SHARE}]})
     now = int(time.time() * 1000)
+    _new_database(cfg.store.path)
     writer = StoreWriter(cfg.store.path)
     with writer.transaction():
         writer.apply_cache(fleet_cache(now), now)
@@ -123,7 +155,7 @@ def on_disk(tmp: str, events: int, reads_per_tag: int = 12) -> dict:
     conn.close()
     size = _files(cfg.store.path) - empty
     n = owed[0]
-    return {"events": n, "deliveries_owed": owed[1], "bytes_on_disk_per_event": round(size / n),
+    return {"events": n, "page_size": _page_size(cfg.store.path), "deliveries_owed": owed[1], "bytes_on_disk_per_event": round(size / n),
             "payload_bytes_per_event": round(owed[2] / n), "fill_bytes_written_per_event": round(written / n),
             "read_rows_per_event": round(reads[0] / n, 1), "reads_per_event": round(reads[1] / n, 1),
             "table_bytes_per_event": {k: round(v / n) for k, v in sorted(tables.items(), key=lambda kv: -kv[1])
@@ -152,9 +184,12 @@ def live_lane(tmp: str, passages: int, period_s: float = 2.5, read_rate_hz: floa
                                       backends=backend_toml("cbsa", "CA", ca.port)
                                       + backend_toml("cbp", "US", us.port, share=json.dumps(US_SHARE))))
             db = str(state / "agent.db")
+            _new_database(db)
             _import(conf, work)
+            run_dir = tempfile.mkdtemp(dir="/dev/shm")
             with open(work / "agent.log", "wb") as log:
-                daemon = subprocess.Popen(agent_cmd(conf), cwd=ROOT, stdout=log, stderr=log)
+                daemon = subprocess.Popen([sys.executable, "-c", BOOTH_LAYOUT, db, run_dir, "--config", str(conf),
+                                           "run"], cwd=ROOT, stdout=log, stderr=log)
             try:
                 _wait(lambda: _delivered_both(db) >= 1, 60, "the warm-up event delivered")
                 written0, first_seq = _write_bytes(daemon.pid), _delivered_both(db)
@@ -175,6 +210,9 @@ def live_lane(tmp: str, passages: int, period_s: float = 2.5, read_rate_hz: floa
             os.killpg(reader.pid, signal.SIGTERM)
             reader.wait(10)
             reader.stdout.close()
+        if os.path.exists(state / "status.json") or not os.path.exists(f"{run_dir}/status.json"):
+            raise RuntimeError("footprint bench: status.json is not in the tmpfs runtime directory; the layout changed")
+        shutil.rmtree(run_dir)
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         reads = conn.execute("SELECT sum(count) FROM reads WHERE consumed_by IN "
                              "(SELECT event_id FROM events WHERE seq > ? AND seq <= ?)", (first_seq, last_seq)).fetchone()[0]
@@ -182,7 +220,7 @@ def live_lane(tmp: str, passages: int, period_s: float = 2.5, read_rate_hz: floa
     events = last_seq - first_seq
     with_stop = total - written0
     wal_after = os.path.getsize(db + "-wal") if os.path.exists(db + "-wal") else 0
-    return {"events": events, "seconds": round(seconds, 1), "reads_per_event": round((reads or 0) / events, 1),
+    return {"events": events, "page_size": _page_size(db), "seconds": round(seconds, 1), "reads_per_event": round((reads or 0) / events, 1),
             "bytes_written_per_event": round(with_stop / events),
             "bytes_written_per_event_running": round(live_written / events),
             "stop_bytes_written": with_stop - live_written, "wal_bytes_after_stop": wal_after,
