@@ -190,4 +190,6 @@ def migrate(conn: sqlite3.Connection, steps: list[Step] | None = None) -> int:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+    if start == 0:
+        conn.execute("VACUUM")  # a new file: the pages later steps freed (v1's outbox) go, a few KB
     return start

@@ -5,7 +5,6 @@ a new page fail with SQLITE_FULL ("database or disk is full"), exactly the error
 full file system gives, without needing a small mount in CI.
 """
 
-import sqlite3
 import time
 
 import cbor2
@@ -31,19 +30,8 @@ def make(tmp_path):
 
 
 def fill_up(writer):
-    # No free pages left over (the schema's v2 step frees some). The core is idle now, but
-    # its first turn may still be committing: VACUUM waits for that.
-    wait_for(lambda: _vacuumed(writer), what="VACUUM between the core's transactions")
     pages = writer.conn.execute("PRAGMA page_count").fetchone()[0]
     writer.conn.execute(f"PRAGMA max_page_count = {pages}")
-
-
-def _vacuumed(writer) -> bool:
-    try:
-        writer.conn.execute("VACUUM")
-        return True
-    except sqlite3.OperationalError:
-        return False
 
 
 def submit(lane, tags, reads_each, start_ms):
