@@ -1,7 +1,8 @@
 """The passage -> event step: decide, seal into the chain, owe it to every back end.
 
 One closed passage is one transaction: the event, its lookout alerts, one delivery row
-per back end (with the exact payload that back end may see) and its reads consumed.
+per back end (with the view of the event that back end may see: the outbox cuts the
+payload from the stored event at send time) and its reads consumed.
 A passage whose event cannot be built (a bug, not the store) is not retried forever:
 its reads are consumed as "error" and an alarm goes out, so nothing vanishes silently.
 """
@@ -12,14 +13,12 @@ import logging
 from collections import Counter
 from typing import Callable
 
-import cbor2
-
 from agent import trace
 from agent.config import Config
 from agent.core.guard import is_store_failure
 from agent.lane import event as ev
 from agent.lane.decide import alerts_for, decide
-from agent.lane.disclosure import event_for
+from agent.lane.disclosure import view_for
 from agent.lane.lookup import CacheLookup
 from agent.lane.passage import Closed
 from agent.lane.trust import TRUSTED
@@ -71,8 +70,7 @@ class Crossings:
         decision = decide(closed.passage, self.cache, cfg, now_ms, self.random_rate, self.random_rate_trusted)
         seq, head = self.writer.chain_state()
         event = ev.finish(decision.draft, cfg, seq, head)
-        self.writer.add_event(event, {b.name: cbor2.dumps(event_for(event, b, cfg.lane)) for b in cfg.backends},
-                              now_ms)
+        self.writer.add_event(event, {b.name: view_for(b, cfg.lane) for b in cfg.backends}, now_ms)
         for alert, to in alerts_for(event, decision.draft, cfg, now_ms):
             self.writer.add_alert(alert, to, now_ms)
         self.writer.consume(closed.read_ids, event["event_id"])

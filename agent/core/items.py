@@ -12,7 +12,7 @@ from agent.config import Config
 from agent.core.cachefeed import CacheFeed, Refuse
 from agent.core.crossing import Crossings
 from agent.core.inbox import AlertOut, AskResync, SetRandomRate
-from agent.handoff import CacheMessage, CommandMessage, Delivered, DownlinkRefused
+from agent.handoff import CacheMessage, CommandMessage, DownlinkRefused
 from agent.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,8 @@ class ItemHandler:
         self.accepted: list[CommandMessage] = []  # commands whose seq this batch recorded
 
     def handle(self, item: object) -> None:
-        if isinstance(item, Delivered):
-            self.writer.mark_delivered(item.backend, item.items, self.wall_ms())
-        elif isinstance(item, CacheMessage):
+        # Delivery marks are held and written by the loop itself (core/marks.py).
+        if isinstance(item, CacheMessage):
             self.feed.take(item)
         elif isinstance(item, AlertOut):
             self.writer.add_alert(item.alert, item.backends, self.wall_ms())

@@ -27,10 +27,11 @@ from agent.core.guard import ItemGuard, Pending, is_store_failure
 from agent.core.inbox import AlertOut, ReadItem, Wake
 from agent.core.items import ItemHandler
 from agent.core.journal import ReadJournal
+from agent.core.marks import HeldMarks
 from agent.core.outage import StoreOutage
 from agent.core.passages import Passages
 from agent.core.refusals import Refusals
-from agent.handoff import CommandMessage, Uplink
+from agent.handoff import CommandMessage, Delivered, Uplink
 from agent.lane import event as ev
 from agent.lane.passage import Aggregator
 from agent.readers.report import TagReport
@@ -62,6 +63,7 @@ class LaneCore:
         self.journal = ReadJournal(writer, self.counters)
         self.passages = Passages(Aggregator(cfg.aggregation), self.crossings, writer, self.journal)
         self.guard = ItemGuard(writer, self.counters, self._alarm)
+        self.marks = HeldMarks()  # delivery marks waiting for a commit (core/marks.py)
         # back end name -> its link's request_resync(source, have_seq), set by whoever wires the links
         self.resync: dict[str, Callable[[str, int], None]] = {}
         self.feed = CacheFeed(writer, self.counters, wall_ms, self._request_resync, self.refuse,
@@ -166,8 +168,8 @@ class LaneCore:
                     return batch
             return batch
         self.feed.tick(time.monotonic())
-        deadline = self.passages.next_deadline()
-        timeout = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+        deadlines = [d for d in (self.passages.next_deadline(), self.marks.deadline()) if d is not None]
+        timeout = 0.5 if not deadlines else max(0.0, min(0.5, min(deadlines) - time.monotonic()))
         try:
             batch = [self.inbox.get(timeout=timeout if wait else 0.0)]
         except queue.Empty:
@@ -185,15 +187,31 @@ class LaneCore:
 
     def _process(self, batch: list[Pending]) -> None:
         # First the journal and the marks, so that nothing the lane logic does afterwards
-        # can roll back a read that arrived. Idle: no empty commits.
+        # can roll back a read that arrived. Idle: no empty commits. Marks alone wait for
+        # company (core/marks.py).
         journaled: list[tuple[int, ReadItem]] = []
-        if batch:
-            with self.writer.transaction():
-                journaled = self.journal.journal([p for p in batch if isinstance(p.item, ReadItem)], self.guard,
-                                                 self._retry)
-                for pending in batch:
-                    if not isinstance(pending.item, (ReadItem, Wake)) and not self.guard.run(pending, self.items.handle):
-                        self._retry.append(pending)
+        now = time.monotonic()
+        arrived = {id(p) for p in batch}  # kept by the loop itself if this transaction fails
+        for pending in batch:
+            if isinstance(pending.item, Delivered):
+                self.marks.hold(pending, self.wall_ms(), now)
+        batch = [p for p in batch if not isinstance(p.item, (Delivered, Wake))]
+        marks = self.marks.take() if batch or self.marks.due(now) or self._stop.is_set() else []
+        if batch or marks:
+            try:
+                with self.writer.transaction():
+                    journaled = self.journal.journal([p for p in batch if isinstance(p.item, ReadItem)], self.guard,
+                                                     self._retry)
+                    for pending in batch:
+                        if not isinstance(pending.item, ReadItem) and not self.guard.run(pending, self.items.handle):
+                            self._retry.append(pending)
+                    for pending, at_ms in marks:
+                        if not self.guard.run(pending, lambda item, at=at_ms: self.writer.mark_delivered(
+                                item.backend, item.items, at)):
+                            self._retry.append(pending)
+            except BaseException:
+                self.marks.restore([m for m in marks if id(m[0]) not in arrived], time.monotonic())
+                raise
             self.journal.committed()
             trace.emit("journaled", (r.mono for _, r in journaled))
         self.counters["reads"] += len(journaled)

@@ -19,6 +19,9 @@ from agent.store.schema import migrate
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
+# After a checkpoint SQLite truncates the WAL to this size: a lane that once held a big
+# transaction (a snapshot swap) does not keep a large WAL file on flash for ever.
+WAL_SIZE_LIMIT = 1 << 20
 
 
 class CorruptDatabase(StoreError):
@@ -49,6 +52,17 @@ def recalled_head(path: str) -> tuple[int, str] | None:
 def chain_state(conn: sqlite3.Connection) -> tuple[int, str]:
     """(next seq, head hash) from the lane state: the one query of the chain head."""
     return conn.execute("SELECT next_seq, head_hash FROM lane_state WHERE id = 1").fetchone()
+
+
+def checkpoint(conn: sqlite3.Connection) -> bool:
+    """Copy the WAL into the database and truncate it (a clean stop). False when a reader
+    still held it (the WAL then stays, consistent, for the next start)."""
+    try:
+        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    except sqlite3.Error as e:
+        log.warning("could not checkpoint the WAL at stop: %s", e)
+        return False
+    return busy == 0
 
 
 def open_or_recover(path: str) -> tuple[sqlite3.Connection, dict | None]:
@@ -88,6 +102,7 @@ def open_writer(path: str) -> sqlite3.Connection:
         if mode.lower() != "wal":
             raise StoreError(f"{path}: SQLite refused WAL mode (got {mode}); is it on a network file system?")
         conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA cache_size = -16384")  # 16 MB: big snapshots hit random index pages
         check = conn.execute("PRAGMA quick_check").fetchall()

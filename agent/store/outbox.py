@@ -1,7 +1,9 @@
 """Read side of the outbox: what each back end is still owed, and how much of it.
 
 Used by the back-end links (on their own read connections) and by `status`. Alerts
-are always offered before events; both oldest first.
+are always offered before events; both oldest first. A delivery row stores no copy
+of the event (schema v2): its payload is the stored event cut by the row's view,
+encoded here, from the same stored bytes every time, so every retry is identical.
 """
 
 from __future__ import annotations
@@ -11,6 +13,18 @@ import time
 
 import cbor2
 
+from agent.lane.disclosure import View, cut
+from agent.store import eventbody
+
+
+def derived_payload(body: bytes, view: View) -> bytes:
+    """What a back end gets of the stored event `body` (`eventbody`): its sections, its kind."""
+    return cbor2.dumps(cut(eventbody.load(body), view))
+
+
+def view_sections(text: str) -> tuple[str, ...]:
+    return tuple(text.split(",")) if text else ()
+
 
 class Outbox:
     def __init__(self, conn: sqlite3.Connection):
@@ -18,10 +32,23 @@ class Outbox:
 
     def pending(self, backend: str, item_type: str, after_id: int, limit: int) -> list[tuple[int, bytes]]:
         """Undelivered items of one type after `after_id`, oldest first, with the exact payload owed."""
-        return self.conn.execute(
-            "SELECT item_id, payload FROM deliveries "
-            "WHERE backend = ? AND item_type = ? AND delivered_ms IS NULL AND item_id > ? "
-            "ORDER BY item_id LIMIT ?", (backend, item_type, after_id, limit)).fetchall()
+        source = "events i ON i.seq = d.item_id" if item_type == "event" else "alerts i ON i.id = d.item_id"
+        rows = self.conn.execute(
+            f"SELECT d.item_id, d.payload, d.view, v.kind, v.sections, i.body "
+            "FROM deliveries d INDEXED BY deliveries_pending "
+            f"LEFT JOIN outbox_views v ON v.id = d.view LEFT JOIN {source} "
+            "WHERE d.item_type = ? AND d.item_id > ? AND d.backend = ? AND d.delivered_ms IS NULL "
+            "ORDER BY d.item_id LIMIT ?", (item_type, after_id, backend, limit)).fetchall()
+        out = []
+        for item_id, payload, view, kind, sections, body in rows:
+            if payload is None and view is not None:
+                if kind is None or body is None:  # never send the whole event for want of its view
+                    raise sqlite3.IntegrityError(f"{item_type} {item_id} for {backend}: its view or event is missing")
+                payload = derived_payload(body, View(kind, view_sections(sections)))
+            elif payload is None:
+                payload = body  # an alert: the same body to every back end
+            out.append((item_id, payload))
+        return out
 
     def seqs_of(self, event_ids: list[str]) -> dict[str, int]:
         """The seq of each stored event among `event_ids` (a back end's ack names events by id);
@@ -39,7 +66,7 @@ class Outbox:
         for item_type in ("event", "alert"):
             count, size, oldest = self.conn.execute(
                 "SELECT count(*), coalesce(sum(bytes), 0), min(created_ms) FROM deliveries "
-                "WHERE backend = ? AND item_type = ? AND delivered_ms IS NULL", (backend, item_type)).fetchone()
+                "WHERE item_type = ? AND backend = ? AND delivered_ms IS NULL", (item_type, backend)).fetchone()
             out[f"{item_type}s"] = count
             out[f"{item_type}_bytes"] = size
             out[f"oldest_{item_type}_age_s"] = None if oldest is None else round((now_ms - oldest) / 1000, 1)

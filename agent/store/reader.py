@@ -15,6 +15,7 @@ from typing import Iterator
 import cbor2
 from sqlite_utils import Database
 
+from agent.store import eventbody
 from agent.store.cache import CacheView, last_seq
 from agent.store.cachedb import attach_reader
 from agent.store.db import UnreadableStore, chain_state, open_reader
@@ -66,7 +67,7 @@ class StoreReader:
         """Every stored event, oldest first: (seq, indexed hash, the full event)."""
         try:
             for seq, stored_hash, body in self.conn.execute("SELECT seq, hash, body FROM events ORDER BY seq"):
-                yield seq, stored_hash, cbor2.loads(body)
+                yield seq, stored_hash, eventbody.load(body)
         except sqlite3.DatabaseError as e:
             raise UnreadableStore(self.path, str(e)) from e
 
@@ -86,7 +87,7 @@ class StoreReader:
         """(seq, created_ms, full event) of the events after `seq`, oldest first."""
         rows = self.conn.execute("SELECT seq, created_ms, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
                                  (seq, limit)).fetchall()
-        return [(s, created, cbor2.loads(body)) for s, created, body in rows]
+        return [(s, created, eventbody.load(body)) for s, created, body in rows]
 
     @_reading
     def crossings_since(self, created_ms: int) -> list[dict]:
@@ -96,7 +97,7 @@ class StoreReader:
                                  (created_ms,)).fetchall()
         out = []
         for started, ended, body in rows:
-            referral = cbor2.loads(body).get("referral")
+            referral = eventbody.load(body).get("referral")
             out.append({"started_ms": started, "ended_ms": ended,
                         "referral": referral if isinstance(referral, dict) else {}})
         return out
@@ -105,7 +106,7 @@ class StoreReader:
     def event(self, event_id: str) -> dict | None:
         """One stored event by its event_id: {"seq", "created_ms", "event"}; None when purged or unknown."""
         row = self.conn.execute("SELECT seq, created_ms, body FROM events WHERE event_id = ?", (event_id,)).fetchone()
-        return None if row is None else {"seq": row[0], "created_ms": row[1], "event": cbor2.loads(row[2])}
+        return None if row is None else {"seq": row[0], "created_ms": row[1], "event": eventbody.load(row[2])}
 
     @_reading
     def deliveries(self, seq: int) -> list[dict]:

@@ -128,7 +128,45 @@ def _v1(db: Database) -> None:
                "PRIMARY KEY (backend, kind)) WITHOUT ROWID")
 
 
-STEPS: list[Step] = [_v1]
+def _v2(db: Database) -> None:
+    """The outbox without payload copies (DESIGN part 4, `footprint`).
+
+    v1 kept the exact payload of every delivery in a WITHOUT ROWID row: 1-1.3 KB rows
+    spilled to overflow pages, 4.6 KB on disk per delivery. Now a delivery is a small
+    state row; the payload is cut from the stored event at send time by a `view` (kind
+    and shared sections, stored once in `outbox_views`), or is the alert's own body.
+    A `payload` is kept only where it cannot be derived: the rows v1 still owed, copied
+    byte for byte (nothing owed is re-encoded), and callers that hand in raw bytes.
+    Rows are keyed by item first, so the rows one event owes its back ends share a page
+    (one page write per commit, not one per back end)."""
+    db.execute("CREATE TABLE outbox_views (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, sections TEXT NOT NULL, "
+               "UNIQUE (kind, sections))")
+    db.execute("""
+        CREATE TABLE deliveries_v2 (
+            item_type TEXT NOT NULL CHECK (item_type IN ('event', 'alert')),
+            item_id INTEGER NOT NULL,
+            backend TEXT NOT NULL,
+            bytes INTEGER NOT NULL,  -- the size of the payload owed (the backlog figures)
+            created_ms INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            delivered_ms INTEGER,
+            view INTEGER,  -- outbox_views.id: cut the event at send time
+            payload BLOB,  -- exact bytes when they cannot be derived; NULL with no view: the alert's body
+            PRIMARY KEY (item_type, item_id, backend)
+        ) WITHOUT ROWID""")
+    # Delivered rows are never sent again and alert payloads were the alert's body:
+    # only the events still owed keep their v1 bytes.
+    db.execute("""
+        INSERT INTO deliveries_v2(item_type, item_id, backend, bytes, created_ms, attempts, delivered_ms, payload)
+        SELECT item_type, item_id, backend, bytes, created_ms, attempts, delivered_ms,
+               CASE WHEN item_type = 'event' AND delivered_ms IS NULL THEN payload END
+        FROM deliveries""")
+    db.execute("DROP TABLE deliveries")
+    db.execute("ALTER TABLE deliveries_v2 RENAME TO deliveries")
+    db.execute("CREATE INDEX deliveries_pending ON deliveries(item_type, item_id, backend) WHERE delivered_ms IS NULL")
+
+
+STEPS: list[Step] = [_v1, _v2]
 
 SCHEMA_VERSION = len(STEPS)
 
@@ -152,4 +190,6 @@ def migrate(conn: sqlite3.Connection, steps: list[Step] | None = None) -> int:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+    if start == 0:
+        conn.execute("VACUUM")  # a new file: the pages later steps freed (v1's outbox) go, a few KB
     return start

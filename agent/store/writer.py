@@ -15,10 +15,12 @@ from typing import Iterable, Iterator
 
 import cbor2
 
-from agent.store import cache, cachedb, retention
+from agent.lane.disclosure import View
+from agent.store import cache, cachedb, eventbody, retention
 from agent.store.cache import ApplyResult, CacheView, apply_delta
 from agent.store.cachegen import CacheGenerations, apply_cache_message
-from agent.store.db import chain_state, open_or_recover, remember_head
+from agent.store.db import chain_state, checkpoint, open_or_recover, remember_head
+from agent.store.outbox import derived_payload
 
 
 class StoreWriter:
@@ -32,6 +34,7 @@ class StoreWriter:
         self._lookups: list[sqlite3.Connection] = []  # read connections handed out, closed with the writer
         self._seq_reader: sqlite3.Connection | None = None
         self.commits = 0
+        self._view_ids: dict[View, int] = {}  # outbox_views rows, looked up once
 
     @contextmanager
     def transaction(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
@@ -55,6 +58,7 @@ class StoreWriter:
             # ROLLBACK would hide the real error.
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
+            self._view_ids.clear()  # a view row inserted by this transaction is gone
             raise
         self.commits += 1
 
@@ -74,10 +78,14 @@ class StoreWriter:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK TO item")
                 self.conn.execute("RELEASE item")
+            self._view_ids.clear()
             raise
         self.conn.execute("RELEASE item")
 
     def close(self) -> None:
+        """A clean stop: fold the WAL into the database and truncate it, so a stopped lane
+        leaves one file and the next start replays nothing."""
+        checkpoint(self.conn)
         self.conn.close()
         for conn in self._lookups:
             conn.close()
@@ -118,40 +126,55 @@ class StoreWriter:
     def chain_state(self) -> tuple[int, str]:
         return chain_state(self.conn)
 
-    def add_event(self, event: dict, owed: dict[str, bytes], now_ms: int) -> None:
+    def add_event(self, event: dict, owed: dict[str, View | bytes], now_ms: int) -> None:
         """Store a sealed event, advance the chain and owe it to every back end of `owed`
-        (back end name -> the exact payload it gets: its sections, its kind)."""
-        missing = sorted(b for b, p in owed.items() if not isinstance(p, (bytes, bytearray)) or not p)
+        (back end name -> its `View`, the sections and kind it gets, cut from the stored
+        event at send time; or the exact payload bytes, stored as given)."""
+        missing = sorted(b for b, p in owed.items()
+                         if not isinstance(p, View) and (not isinstance(p, (bytes, bytearray)) or not p))
         if missing:
             raise ValueError(f"event seq {event.get('seq')}: no payload for back end(s) {', '.join(missing)}")
-        # The full record, canonical CBOR (RFC 8949 core deterministic), as `verify` reads it.
-        body = cbor2.dumps(event, canonical=True)
+        # The full record, canonical CBOR (RFC 8949 core deterministic) as `verify` reads it, deflated.
+        body = eventbody.pack(event)
         self.conn.execute(
             "INSERT INTO events(seq, event_id, created_ms, started_ms, ended_ms, hash, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (event["seq"], event["event_id"], now_ms, event["started_ms"], event["ended_ms"], event["hash"], body))
         self.conn.execute("UPDATE lane_state SET next_seq = ?, head_hash = ? WHERE id = 1",
                           (event["seq"] + 1, event["hash"]))
+        rows = []
+        for b, p in owed.items():
+            if isinstance(p, View):  # encoded now only for its size (the backlog figures)
+                rows.append((b, event["seq"], len(derived_payload(body, p)), now_ms, self._view_id(p), None))
+            else:
+                rows.append((b, event["seq"], len(p), now_ms, None, bytes(p)))
         self.conn.executemany(
-            "INSERT INTO deliveries(backend, item_type, item_id, bytes, created_ms, payload) "
-            "VALUES (?, 'event', ?, ?, ?, ?)",
-            [(b, event["seq"], len(p), now_ms, bytes(p)) for b, p in owed.items()])
+            "INSERT INTO deliveries(backend, item_type, item_id, bytes, created_ms, view, payload) "
+            "VALUES (?, 'event', ?, ?, ?, ?, ?)", rows)
+
+    def _view_id(self, view: View) -> int:
+        if view not in self._view_ids:
+            sections = ",".join(view.sections)
+            self.conn.execute("INSERT OR IGNORE INTO outbox_views(kind, sections) VALUES (?, ?)", (view.kind, sections))
+            self._view_ids[view] = self.conn.execute("SELECT id FROM outbox_views WHERE kind = ? AND sections = ?",
+                                                     (view.kind, sections)).fetchone()[0]
+        return self._view_ids[view]
 
     def add_alert(self, alert: dict, backends: Iterable[str], now_ms: int) -> None:
         body = cbor2.dumps(alert)
         cur = self.conn.execute("INSERT INTO alerts(alert_id, kind, created_ms, body) VALUES (?, ?, ?, ?)",
                                 (alert["alert_id"], alert["kind"], now_ms, body))
+        # No payload copy: an alert goes to every back end as its stored body.
         self.conn.executemany(
-            "INSERT INTO deliveries(backend, item_type, item_id, bytes, created_ms, payload) "
-            "VALUES (?, 'alert', ?, ?, ?, ?)",
-            [(b, cur.lastrowid, len(body), now_ms, body) for b in backends])
+            "INSERT INTO deliveries(backend, item_type, item_id, bytes, created_ms) VALUES (?, 'alert', ?, ?, ?)",
+            [(b, cur.lastrowid, len(body), now_ms) for b in backends])
 
     def mark_delivered(self, backend: str, items: Iterable[tuple[str, int]], now_ms: int) -> None:
         # PUBACKs come nearly in order, so runs of consecutive ids collapse into one
         # range update each: a drain after an outage marks thousands a second.
         self.conn.executemany(
             "UPDATE deliveries SET delivered_ms = ?, attempts = attempts + 1 "
-            "WHERE backend = ? AND item_type = ? AND item_id BETWEEN ? AND ? AND delivered_ms IS NULL",
-            [(now_ms, backend, t, lo, hi) for t, lo, hi in _runs(items)])
+            "WHERE item_type = ? AND item_id BETWEEN ? AND ? AND backend = ? AND delivered_ms IS NULL",
+            [(now_ms, t, lo, hi, backend) for t, lo, hi in _runs(items)])
 
     # --- back-end commands -----------------------------------------------------------------
     def accept_command_seq(self, backend: str, seq: int) -> int | None:

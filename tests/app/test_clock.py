@@ -2,12 +2,11 @@
 
 import time
 
-import cbor2
-
 from agent import config
 from agent.clock import ClockWatch
 from agent.core import LaneCore
 from agent.readers.report import TagReport
+from agent.store import eventbody
 from agent.store.writer import StoreWriter
 
 
@@ -47,6 +46,6 @@ def test_a_wall_clock_reset_mid_passage_keeps_one_passage_and_seq_order(tmp_path
         lane.stop()
     rows = writer.conn.execute("SELECT seq, body FROM events ORDER BY seq").fetchall()
     assert [seq for seq, _ in rows] == [1, 2]  # one passage for the first truck, not two
-    first = cbor2.loads(rows[0][1])
+    first = eventbody.load(rows[0][1])
     assert first["tags"][0]["count"] == 10
     writer.close()

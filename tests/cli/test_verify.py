@@ -2,9 +2,8 @@
 
 import json
 
-import cbor2
-
 from agent.lane.event import GENESIS, canonical, seal
+from agent.store import eventbody
 from agent.store.writer import StoreWriter
 from tests.helpers import backend_toml, cli, lane_toml, payloads
 
@@ -41,7 +40,7 @@ def test_intact_chain(tmp_path):
 
 def test_a_changed_section_is_found(tmp_path):
     config, w = setup(tmp_path)
-    body = cbor2.loads(w.conn.execute("SELECT body FROM events WHERE seq = 3").fetchone()[0])
+    body = eventbody.load(w.conn.execute("SELECT body FROM events WHERE seq = 3").fetchone()[0])
     body["tags"][0]["epc"] = "FFFF"
     with w.transaction():
         w.conn.execute("UPDATE events SET body = ? WHERE seq = 3", (canonical(body),))

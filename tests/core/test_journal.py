@@ -8,11 +8,10 @@ written with the passage. The event still has every read, counted.
 import sqlite3
 import time
 
-import cbor2
-
 from agent import config
 from agent.core import LaneCore
 from agent.readers.report import TagReport
+from agent.store import eventbody
 from agent.store.writer import StoreWriter
 from tests.helpers import wait_for
 
@@ -42,7 +41,7 @@ def test_a_passage_costs_one_row_per_tag_and_the_event_counts_every_read(tmp_pat
             for epc, rssi in ((CARD, -60 + i % 7), (TRUCK, -50)):
                 core.submit_read("booth", TagReport("thingmagic", epc, 1, rssi=rssi), time.monotonic(), now + i)
         [(body,)] = wait_for(lambda: rows(cfg.store.path, "SELECT body FROM events"), what="the event")
-        event = cbor2.loads(body)
+        event = eventbody.load(body)
         assert {t["epc"]: t["count"] for t in event["tags"]} == {CARD: 50, TRUCK: 50}
         journal = rows(cfg.store.path, "SELECT epc, count, rssi, consumed_by FROM reads ORDER BY epc")
         assert journal == [(TRUCK, 50, -50.0, event["event_id"]), (CARD, 50, -54.0, event["event_id"])]

@@ -9,13 +9,13 @@ of the test's own, as `laneagent lookup` and the links do.
 import sqlite3
 import time
 
-import cbor2
 import pytest
 
 from agent import config
 from agent.core import LaneCore
 from agent.handoff import CacheMessage
 from agent.readers.report import TagReport
+from agent.store import eventbody
 from agent.store.cachedb import cache_path
 from agent.store.reader import StoreReader
 from agent.store.writer import StoreWriter
@@ -108,7 +108,7 @@ class Lane:
         n = self.events()
         wait_for(lambda: self.events() > n, what="the passage's event committed")
         body = sqlite3.connect(self.path).execute("SELECT body FROM events ORDER BY seq DESC LIMIT 1").fetchone()[0]
-        return cbor2.loads(body)
+        return eventbody.load(body)
 
     def events(self):
         return sqlite3.connect(self.path).execute("SELECT count(*) FROM events").fetchone()[0]

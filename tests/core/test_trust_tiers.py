@@ -6,7 +6,6 @@ import json
 import sqlite3
 import time
 
-import cbor2
 import pytest
 
 from agent import config
@@ -16,6 +15,7 @@ from agent.core import LaneCore
 from agent.core.inbox import SetRandomRate
 from agent.handoff import CacheMessage, CommandMessage
 from agent.readers.report import TagReport
+from agent.store import eventbody
 from agent.store.reader import StoreReader
 from agent.store.writer import StoreWriter
 from tests.helpers import cli, lane_toml, wait_for
@@ -76,7 +76,7 @@ class Lane:
                                       now_ms + 100 * k)
         wait_for(lambda: self.events() > n, what="the passage's event committed")
         body = sqlite3.connect(self.path).execute("SELECT body FROM events ORDER BY seq DESC LIMIT 1").fetchone()[0]
-        return cbor2.loads(body)
+        return eventbody.load(body)
 
     def events(self):
         return sqlite3.connect(self.path).execute("SELECT count(*) FROM events").fetchone()[0]

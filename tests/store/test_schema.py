@@ -1,29 +1,33 @@
-"""The schema: a fresh database gets version 1 whole, and the migration mechanism runs a later step."""
+"""The schema: a fresh database gets the current version whole, a real v1 file is upgraded
+to v2 without losing an owed event, and the migration mechanism runs a later step."""
 
 import sqlite3
 
+import cbor2
 import pytest
 from sqlite_utils import Database
 
 from agent.store import schema
-from agent.store.db import open_writer
+from agent.store.db import open_reader, open_writer
+from agent.store.outbox import Outbox
+from agent.store.reader import StoreReader
 from agent.store.writer import StoreWriter
 
-TABLES = {"reads", "events", "alerts", "deliveries", "lane_state", "cache_records", "trip_members", "cache_sources",
-          "cache_generations", "downlink_seq"}
+TABLES = {"reads", "events", "alerts", "deliveries", "outbox_views", "lane_state", "cache_records", "trip_members",
+          "cache_sources", "cache_generations", "downlink_seq"}
 
 
-def test_a_fresh_database_gets_the_first_version(tmp_path):
+def test_a_fresh_database_gets_the_current_version(tmp_path):
     conn = open_writer(str(tmp_path / "agent.db"))
     db = Database(conn, recursive_triggers=False, execute_plugins=False)
-    assert schema.SCHEMA_VERSION == 1
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert schema.SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     assert set(db.table_names()) == TABLES
-    assert db["deliveries"].columns_dict == {"backend": str, "item_type": str, "item_id": int, "bytes": int,
+    assert db["deliveries"].columns_dict == {"item_type": str, "item_id": int, "backend": str, "bytes": int,
                                              "created_ms": int, "attempts": int, "delivered_ms": int,
-                                             "payload": bytes}
-    assert {c.name for c in db["deliveries"].columns if c.notnull} >= {"payload", "bytes", "backend"}
-    # The outbox and the cache stay WITHOUT ROWID (bytes on disk per event) with their partial indexes.
+                                             "view": int, "payload": bytes}
+    assert db["deliveries"].pks == ["item_type", "item_id", "backend"]
+    # Small rows stay WITHOUT ROWID (SQLite's advice for rows under 1/20 of a page), with the partial indexes.
     sql = {name: text for name, text in conn.execute("SELECT name, sql FROM sqlite_master")}
     for table in ("deliveries", "cache_records", "trip_members", "downlink_seq"):
         assert "WITHOUT ROWID" in sql[table], table
@@ -33,10 +37,66 @@ def test_a_fresh_database_gets_the_first_version(tmp_path):
     assert list(db["lane_state"].rows) == [{"id": 1, "next_seq": 1, "head_hash": "0" * 64}]
     with pytest.raises(sqlite3.IntegrityError):  # one lane state row, ever
         conn.execute("INSERT INTO lane_state VALUES (2, 1, 'x')")
-    with pytest.raises(sqlite3.IntegrityError):  # a delivery always carries its payload
+    with pytest.raises(sqlite3.IntegrityError):  # a delivery names what it delivers
         conn.execute("INSERT INTO deliveries(backend, item_type, item_id, bytes, created_ms) "
-                     "VALUES ('a', 'event', 1, 1, 1)")
+                     "VALUES ('a', 'parcel', 1, 1, 1)")
     conn.close()
+
+
+def _v1_file(path: str) -> None:
+    """A database exactly as release 0.2's v1 left it: 3 events, the first delivered to both back
+    ends, the second to cbsa only, the third to nobody; one alert, delivered. Written with v1's
+    own SQL (the writer of that release), since today's writer speaks v2."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    schema.migrate(conn, schema.STEPS[:1])
+    for seq in (1, 2, 3):
+        body = cbor2.dumps({"seq": seq, "event_id": f"e{seq}"}, canonical=True)
+        conn.execute("INSERT INTO events(seq, event_id, created_ms, started_ms, ended_ms, hash, body) "
+                     "VALUES (?, ?, ?, 0, 0, ?, ?)", (seq, f"e{seq}", 1_000 + seq, f"h{seq}", body))
+        for backend in ("cbsa", "cbp"):
+            payload = f"v1 bytes of e{seq} for {backend}".encode() * 40  # ~1 KB, as v1 stored them
+            delivered = 5_000 if seq == 1 or (seq == 2 and backend == "cbsa") else None
+            conn.execute("INSERT INTO deliveries(backend, item_type, item_id, bytes, created_ms, attempts, "
+                         "delivered_ms, payload) VALUES (?, 'event', ?, ?, ?, ?, ?, ?)",
+                         (backend, seq, len(payload), 1_000 + seq, int(delivered is not None), delivered, payload))
+    conn.execute("UPDATE lane_state SET next_seq = 4, head_hash = 'h3'")
+    alert = cbor2.dumps({"alert_id": "a1", "kind": "gap", "detail": {}})
+    conn.execute("INSERT INTO alerts(alert_id, kind, created_ms, body) VALUES ('a1', 'gap', 7, ?)", (alert,))
+    conn.execute("INSERT INTO deliveries(backend, item_type, item_id, bytes, created_ms, delivered_ms, payload) "
+                 "VALUES ('cbsa', 'alert', 1, ?, 7, 8, ?)", (len(alert), alert))
+    conn.close()
+
+
+def test_a_v1_database_is_upgraded_without_losing_an_owed_event(tmp_path):
+    path = str(tmp_path / "agent.db")
+    _v1_file(path)
+    writer = StoreWriter(path)  # opening it migrates, as the daemon does at start
+    try:
+        conn = writer.conn
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        outbox = Outbox(open_reader(path))
+        # What was owed is still owed, with v1's exact bytes (nothing re-encoded).
+        assert outbox.pending("cbsa", "event", 0, 10) == [(3, b"v1 bytes of e3 for cbsa" * 40)]
+        assert outbox.pending("cbp", "event", 0, 10) == [(2, b"v1 bytes of e2 for cbp" * 40),
+                                                        (3, b"v1 bytes of e3 for cbp" * 40)]
+        assert outbox.backlog("cbp", now_ms=2_003)["events"] == 2
+        # What was delivered keeps its mark and drops its copy; the alert is its own body.
+        assert conn.execute("SELECT item_type, item_id, backend, delivered_ms, attempts, payload IS NULL "
+                            "FROM deliveries WHERE delivered_ms IS NOT NULL ORDER BY 1, 2, 3").fetchall() == [
+            ("alert", 1, "cbsa", 8, 0, 1), ("event", 1, "cbp", 5_000, 1, 1), ("event", 1, "cbsa", 5_000, 1, 1),
+            ("event", 2, "cbsa", 5_000, 1, 1)]
+        assert writer.chain_state() == (4, "h3")
+        with StoreReader(path) as r:  # v1's plain CBOR bodies read as today's deflated ones do
+            assert r.event("e3")["event"] == {"seq": 3, "event_id": "e3"}
+        # And the upgraded outbox goes on working: a new event, cut from its stored body.
+        with writer.transaction():
+            writer.mark_delivered("cbp", [("event", 2), ("event", 3)], 9_000)
+        assert outbox.pending("cbp", "event", 0, 10) == []
+        assert conn.execute("PRAGMA quick_check").fetchone() == ("ok",)
+        outbox.conn.close()
+    finally:
+        writer.close()
 
 
 def test_the_migration_mechanism_runs_a_next_step_with_transform(tmp_path):
@@ -51,14 +111,14 @@ def test_the_migration_mechanism_runs_a_next_step_with_transform(tmp_path):
         db["alerts"].create_index(["kind"], index_name="alerts_by_kind")
 
     conn = sqlite3.connect(path, isolation_level=None)
-    assert schema.migrate(conn, [*schema.STEPS, v2]) == 1
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert schema.migrate(conn, [*schema.STEPS, v2]) == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     db = Database(conn, recursive_triggers=False, execute_plugins=False)
     assert db["alerts"].columns_dict["recorded_ms"] is int and "created_ms" not in db["alerts"].columns_dict
     assert db["alerts"].columns_dict["kind"] is bytes
     assert [(r["alert_id"], r["recorded_ms"]) for r in db["alerts"].rows] == [("a-1", 1_000)]  # data kept
     assert {"alerts_by_kind", "alerts_alert_id"} <= {i.name for i in db["alerts"].indexes}
-    assert schema.migrate(conn, [*schema.STEPS, v2]) == 2  # nothing left to do
+    assert schema.migrate(conn, [*schema.STEPS, v2]) == 3  # nothing left to do
     conn.close()
 
 
@@ -73,6 +133,6 @@ def test_a_failing_step_leaves_the_previous_version_intact(tmp_path):
     conn = sqlite3.connect(path, isolation_level=None)
     with pytest.raises(RuntimeError, match="power cut"):
         schema.migrate(conn, [*schema.STEPS, broken])
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     assert "created_ms" in Database(conn, recursive_triggers=False, execute_plugins=False)["alerts"].columns_dict
     conn.close()

@@ -4,6 +4,7 @@ import os
 import sqlite3
 import stat
 
+import cbor2
 import pytest
 
 from agent.errors import DownlinkRejected
@@ -132,3 +133,54 @@ def test_only_the_fields_the_lane_needs_are_stored(writer):
     apply(writer, msg("CA", 1, "snapshot", rec))
     [(_, _, stored)] = writer.cache.tagged("AA01")
     assert stored == {"kind": "driver", "id": "D1", "name": "N", "card_epc": "AA01", "status": "valid"}
+
+
+def test_an_event_owed_by_view_is_cut_from_the_stored_event_at_send_time(writer):
+    from agent.lane.disclosure import View, cut
+
+    event = {"seq": 1, "event_id": "e1", "started_ms": 1, "ended_ms": 2, "hash": "h", "v": 1,
+             "tags": [{"epc": "E1", "rssi_max": -48.5}], "driver": [{"id": "D1", "name": "N"}]}
+    with writer.transaction():
+        writer.add_event(event, {"cbsa": View("entry", ("tags", "driver")), "cbp": View("exit", ("tags",))}, 100)
+    outbox = Outbox(open_reader(writer.path))
+    [(seq, to_cbsa)] = outbox.pending("cbsa", "event", 0, 10)
+    [(_, to_cbp)] = outbox.pending("cbp", "event", 0, 10)
+    assert seq == 1
+    assert cbor2.loads(to_cbsa) == cut(event, View("entry", ("tags", "driver")))
+    assert cbor2.loads(to_cbp) == {"seq": 1, "event_id": "e1", "started_ms": 1, "ended_ms": 2, "hash": "h", "v": 1,
+                                   "kind": "exit", "tags": [{"epc": "E1", "rssi_max": -48.5}]}
+    assert outbox.pending("cbsa", "event", 0, 10) == [(1, to_cbsa)]  # a retry is byte for byte the same
+    assert outbox.backlog("cbp")["event_bytes"] == len(to_cbp)
+    # One stored copy of the event, no payload per back end.
+    assert writer.conn.execute("SELECT count(*) FROM deliveries WHERE payload IS NOT NULL").fetchone()[0] == 0
+    outbox.conn.close()
+
+
+def test_a_rolled_back_view_is_not_reused(writer):
+    from agent.lane.disclosure import View
+
+    event = {"seq": 1, "event_id": "e1", "started_ms": 1, "ended_ms": 2, "hash": "h", "tags": []}
+    with pytest.raises(RuntimeError):
+        with writer.transaction():
+            writer.add_event(event, {"cbsa": View("entry", ("tags",))}, 100)
+            raise RuntimeError("a bug after the insert")
+    with writer.transaction():
+        writer.add_event(event, {"cbsa": View("entry", ("tags",))}, 100)
+    outbox = Outbox(open_reader(writer.path))
+    assert cbor2.loads(outbox.pending("cbsa", "event", 0, 10)[0][1])["kind"] == "entry"
+    outbox.conn.close()
+
+
+def test_a_clean_close_checkpoints_and_truncates_the_wal(tmp_path):
+    path = str(tmp_path / "agent.db")
+    writer = StoreWriter(path)
+    reader = open_reader(path)  # a link's read connection still open, as at a daemon's stop
+    with writer.transaction():
+        for seq in range(1, 200):
+            writer.add_event({"seq": seq, "event_id": f"e{seq}", "started_ms": 1, "ended_ms": 2, "hash": "h"},
+                             {"cbsa": b"x" * 1000}, 100)
+    assert os.path.getsize(path + "-wal") > 100_000
+    writer.close()
+    assert not os.path.exists(path + "-wal") or os.path.getsize(path + "-wal") == 0
+    assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == 199
+    reader.close()
