@@ -187,6 +187,7 @@ class LaneCore:
         # First the journal and the marks, so that nothing the lane logic does afterwards
         # can roll back a read that arrived. Idle: no empty commits.
         journaled: list[tuple[int, ReadItem]] = []
+        changes = self.writer.conn.total_changes
         if batch:
             with self.writer.transaction():
                 journaled = self.journal.journal([p for p in batch if isinstance(p.item, ReadItem)], self.guard,
@@ -204,8 +205,9 @@ class LaneCore:
         self.last_commit_mono = time.monotonic()
         for command in accepted:  # after the commit that recorded their seq
             self.on_command(command)
-        for wake in self.on_committed:
-            wake()
+        if self.writer.conn.total_changes != changes:  # the links read the outbox only when it may have changed
+            for wake in self.on_committed:
+                wake()
 
     def _advance(self, journaled: list[tuple[int, ReadItem]]) -> None:
         """Feed the journaled reads to the passages and write the events of those that close."""
