@@ -30,6 +30,8 @@ from agent.sync.figures import LinkFigures
 REFUSED_HOLD_S = 5.0  # after the broker refused an item (not authorised, quota)
 TOPICS = (("alert", "alerts"), ("event", "events"))  # the order they are offered in
 PUBLISH_FAILED_HOLD_S = 0.1
+MARK_EVERY_S = 0.05  # PUBACKed items wait this long at most before the core marks them
+MARK_BATCH = 256
 FETCH = 256  # rows per outbox read: ~300 KB of payloads at most, held until published
 
 
@@ -44,7 +46,8 @@ class Drain:
         self._cursor = {"alert": 0, "event": 0}  # highest item handed to paho in this run
         self._fetched = {"alert": deque(), "event": deque()}  # read after the cursor, not yet published
         self._more = {"alert": True, "event": True}  # the outbox may hold rows after what was read
-        self._delivered: list[ItemRef] = []  # since the last take_delivered()
+        self._delivered: list[ItemRef] = []  # PUBACKed, not yet handed to the core
+        self._marked_mono = 0.0  # when they were last handed over
         self._tokens = 0.0
         self._tokens_mono = time.monotonic()
         self._hold_until = 0.0
@@ -86,6 +89,8 @@ class Drain:
                 due.append(0.0)
         if self._awaiting_ack:
             due.append(min(self._awaiting_ack.values()) + self.backend.ack_timeout_s - now)
+        if self._delivered:
+            due.append(self._marked_mono + MARK_EVERY_S - now)
         return max(0.0, min(due)) if due else None
 
     def step(self) -> None:
@@ -146,9 +151,13 @@ class Drain:
         else:
             self._delivered.append((item_type, item_id))
 
-    def take_delivered(self) -> tuple[ItemRef, ...]:
-        """The items PUBACKed since the last call, to be handed to the core in one message."""
-        items, self._delivered = tuple(self._delivered), []
+    def take_delivered(self, now: float) -> tuple[ItemRef, ...]:
+        """The items PUBACKed since the last hand-over, to be given to the core in one message:
+        at most every MARK_EVERY_S, or once MARK_BATCH are waiting. One message per PUBACK made
+        the core run a savepoint and an UPDATE per PUBACK while draining."""
+        if not self._delivered or (len(self._delivered) < MARK_BATCH and now < self._marked_mono + MARK_EVERY_S):
+            return ()
+        items, self._delivered, self._marked_mono = tuple(self._delivered), [], now
         return items
 
     def take_acks(self, event_ids: list[str]) -> tuple[ItemRef, ...]:

@@ -113,6 +113,9 @@ class BackendLink:
         try:
             self._loop()
         finally:
+            delivered = self._drain.take_delivered(now=float("inf"))  # what is PUBACKed is not sent again
+            if delivered:
+                self._submit(Delivered(self.backend.name, delivered))
             self.connection.goodbye()
             self._wake.close()
 
@@ -134,7 +137,7 @@ class BackendLink:
             pump(client, self._wake, timeout)
             if self._wake.take():  # taken before the outbox is read: a later commit wakes the next turn
                 drain.committed()
-            delivered = drain.take_delivered()
+            delivered = drain.take_delivered(now=time.monotonic())
             if delivered:
                 self._submit(Delivered(self.backend.name, delivered))
             if connection.ring.recheck(connection.up):
@@ -151,7 +154,7 @@ class BackendLink:
                 next_health = now + HEALTH_EVERY_S
                 self._publish_health()
             now = time.monotonic()
-            due = drain.due_in(now)
+            due = drain.due_in(now)  # (its marks too: PUBACKs are handed to the core in batches)
             timeout = min(IDLE_WAIT_S, self.backend.keepalive_s / 4, next_health - now,
                           IDLE_WAIT_S if due is None else due)
 
