@@ -50,6 +50,8 @@ class Wakeup:
         self._r.close()
         self._w.close()
 
+    __del__ = close  # a link made but never started (tests, a failed start) leaves no open socket
+
 
 def pump(client: mqtt.Client, wakeup: Wakeup, timeout: float) -> None:
     """Wait up to `timeout` for the socket (or the wake-up), then read, write, keep alive.
