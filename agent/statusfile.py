@@ -1,7 +1,7 @@
 """The daemon's status file: written atomically by the daemon, read by status, doctor, queue and diag.
 
-The daemon rewrites it every second (in the runtime directory: it only describes the
-present). Readers get the parsed document or an exception that says why there is none:
+The daemon rewrites it when its content changes and at least every HEARTBEAT_S (in the
+runtime directory: it only describes the present; see `agent.app.status_writer`). Readers get the parsed document or an exception that says why there is none:
 missing (never ran here, or no runtime directory), unreadable (the reason, e.g.
 permission denied for a user who is not the service user) or corrupt. The freshness
 rule lives here too: a document counts only while the daemon keeps rewriting it.
@@ -15,7 +15,8 @@ import time
 
 from agent.errors import LaneAgentError
 
-STALE_AFTER_S = 10  # the daemon writes every second; older than this, it is not running
+HEARTBEAT_S = 30  # the daemon rewrites an unchanged document this often (each write is a 4 KB page)
+STALE_AFTER_S = 75  # two and a half heartbeats: older than this, it is not running (or is stuck)
 
 
 class StatusUnavailable(LaneAgentError):
@@ -83,7 +84,8 @@ class StatusFile:
 
     @staticmethod
     def is_fresh(doc: dict, now_ms: int | None = None) -> bool:
-        """True while the daemon says it runs and rewrote the file less than STALE_AFTER_S ago."""
+        """True while the daemon says it runs and rewrote the file less than STALE_AFTER_S ago
+        (it rewrites an unchanged file every HEARTBEAT_S)."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         updated = doc.get("updated_ms", 0)
         return (doc.get("state") == "running" and isinstance(updated, (int, float))

@@ -12,10 +12,10 @@ import time
 from typing import Sequence
 
 from agent.app.alarms import Alarms
+from agent.app.store_view import ThreadReaders
 from agent.clock import ClockWatch
 from agent.config import Config
 from agent.core import LaneCore
-from agent.store.reader import StoreReader
 from agent.sync.tls import CertificateWatch
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class AlarmRules:
         self.clock = ClockWatch()
         self.certificates = CertificateWatch(cfg)  # re-reads the TLS certificates hourly
         self.backlog_bytes = 0
+        self._readers = ThreadReaders(cfg.store.path)  # kept open: a fresh connection writes to -shm
         self._last_jump_mono: float | None = None
         self._next_budget_mono = 0.0
         self._down_since: dict[str, float] = {}  # back end -> when it was first seen down
@@ -88,9 +89,9 @@ class AlarmRules:
     def _budget(self) -> None:
         """Alarm (and keep working) when the undelivered backlog exceeds store.max_queue_mb."""
         try:
-            with StoreReader(self.cfg.store.path) as store:
-                self.backlog_bytes = store.backlog_bytes()
+            self.backlog_bytes = self._readers.get().backlog_bytes()
         except Exception as e:  # a figure for an alarm; never let it stop the daemon
+            self._readers.drop()
             log.warning("cannot measure the backlog: %s", e)
             return
         budget = self.cfg.store.max_queue_mb

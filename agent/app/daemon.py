@@ -2,7 +2,7 @@
 
 Threads: one per reader session, the core (the one writer), one per back-end link, one
 for back-end commands, and this main thread, which handles signals, the alarm rules,
-the status file that `laneagent status` reads, the raw-traffic dumps and systemd's
+the status file that `laneagent status` reads (written when it changes), the raw-traffic dumps and systemd's
 notify protocol. Each part owns its state; this class only wires and drives them.
 """
 
@@ -20,6 +20,7 @@ from agent.app.alarms import Alarms
 from agent.app.commands import Commands
 from agent.app.figures import Figures
 from agent.app.metrics import MetricsServer
+from agent.app.status_writer import StatusWriter
 from agent.app.watchdog import Watchdog
 from agent.config import Config
 from agent.core import LaneCore
@@ -31,7 +32,7 @@ from agent.sync.link import BackendLink
 
 log = logging.getLogger(__name__)
 
-STATUS_EVERY_S = 1.0
+STATUS_EVERY_S = 1.0  # the main loop's turn: alarm rules, status document, watchdog
 TRAFFIC_DUMP_EVERY_S = 300.0  # raw reader traffic for `laneagent diag`; SIGUSR2 dumps at once
 
 
@@ -55,7 +56,7 @@ class Daemon:
         self.figures = Figures(cfg, self.core, self.links, self.sessions, self.alarms, self.rules)
         self.commands = Commands(cfg.store.path, self.core, self.links_by_name, self.figures.health,
                                  self.watchdog.problems)
-        self.status_file = StatusFile(cfg.status_path)
+        self.status = StatusWriter(StatusFile(cfg.status_path))
         self.metrics = MetricsServer(cfg, self.figures, self.alarms)
         self._stop = threading.Event()
         self._dump_traffic = threading.Event()
@@ -88,7 +89,7 @@ class Daemon:
         every = STATUS_EVERY_S if self.watchdog.every_s is None else min(STATUS_EVERY_S, self.watchdog.every_s)
         while not self._stop.wait(every):
             self.rules.update()
-            self._write_status()
+            self._write_status(asked=self._dump_traffic.is_set())  # `diag` (SIGUSR2) reads it next
             self._maybe_dump_traffic()
             self.watchdog.feed()
         self.shutdown()
@@ -124,9 +125,10 @@ class Daemon:
         readers = {r.name: f"{r.dialect} on {r.url} at {r.baudrate} baud" for r in self.cfg.readers}
         traffic.dump_all(os.path.dirname(self.cfg.status_path), lambda name: readers.get(name, ""))
 
-    def _write_status(self, state: str = "running") -> None:
+    def _write_status(self, state: str = "running", asked: bool = False) -> None:
+        """Built every second (the watchdog's problems, the alarms); written when it changed."""
         try:
-            self.status_file.write(self.figures.status_doc(state, self.watchdog.problems() if state == "running"
-                                                           else []))
+            self.status.offer(self.figures.status_doc(state, self.watchdog.problems() if state == "running"
+                                                      else []), force=asked or state != "running")
         except OSError as e:
             log.warning("cannot write %s: %s", self.cfg.status_path, e)

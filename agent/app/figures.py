@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 from agent import __version__
 from agent.app.alarm_rules import AlarmRules
 from agent.app.alarms import Alarms
+from agent.app.store_view import ThreadReaders
 from agent.config import Config
 from agent.core import LaneCore
 from agent.lane.facilitation import WINDOW_MS, facilitation
@@ -29,6 +31,7 @@ class Figures:
         self.alarms = alarms
         self.rules = rules
         self.started_ms = int(time.time() * 1000)
+        self.readers = ThreadReaders(cfg.store.path)
 
     def health(self) -> dict:
         return {
@@ -48,7 +51,7 @@ class Figures:
     def health_report(self) -> dict:
         """What goes out on B/health (every 30 s): the status figures, plus the chain head,
         so a back end can detect truncation or rollback, and the backlog and gaps."""
-        with StoreReader(self.cfg.store.path) as store:
+        with self._store() as store:
             seq, head = store.chain_head()
             backlog = {b.name: store.backlog(b.name) for b in self.cfg.backends}
             gaps = store.gaps(10)
@@ -57,9 +60,18 @@ class Figures:
                 "facilitation": hour}
 
     def birth(self) -> dict:
-        with StoreReader(self.cfg.store.path) as store:
+        with self._store() as store:
             seq, head = store.chain_head()
         return {"seq": seq, "hash": head, "started_ms": self.started_ms}
+
+    @contextmanager
+    def _store(self) -> Iterator[StoreReader]:
+        """This thread's kept-open reader (see `store_view`); dropped after an error."""
+        try:
+            yield self.readers.get()
+        except Exception:
+            self.readers.drop()
+            raise
 
     def status_doc(self, state: str, problems: list[str]) -> dict:
         """The status file's document (read by `laneagent status` and `doctor`)."""

@@ -190,6 +190,7 @@ class LaneCore:
         # can roll back a read that arrived. Idle: no empty commits. Marks alone wait for
         # company (core/marks.py).
         journaled: list[tuple[int, ReadItem]] = []
+        changes = self.writer.conn.total_changes
         now = time.monotonic()
         arrived = {id(p) for p in batch}  # kept by the loop itself if this transaction fails
         for pending in batch:
@@ -223,8 +224,9 @@ class LaneCore:
         self.last_commit_mono = time.monotonic()
         for command in accepted:  # after the commit that recorded their seq
             self.on_command(command)
-        for wake in self.on_committed:
-            wake()
+        if self.writer.conn.total_changes != changes:  # the links read the outbox only when it may have changed
+            for wake in self.on_committed:
+                wake()
 
     def _advance(self, journaled: list[tuple[int, ReadItem]]) -> None:
         """Feed the journaled reads to the passages and write the events of those that close."""

@@ -42,6 +42,7 @@ OnReport = Callable[[str, TagReport, float, int], None]  # reader name, report, 
 OnState = Callable[[str, str, str], None]  # reader name, state, detail
 WrapTransport = Callable[[Any], Any]  # transport -> a transport with the same methods (a traffic tap)
 CONNECTING, UP, DOWN, STOPPED = "connecting", "up", "down", "stopped"
+QUIET_MARGIN_S = 0.01
 
 
 class ReaderDown(Exception):
@@ -99,6 +100,8 @@ class DialectHooks:
     def on_frame(self, item: Any) -> None:
         """A valid frame that is neither a report nor an awaited reply. Raise ReaderDown if it
         means the reader restarted; keep-alives need nothing (every valid frame is "alive")."""
+
+    streams = False  # True: the reader talks on its own (reports, keep-alives); nothing to send between
 
     def poll(self) -> None:
         """Called on every turn of the read loop once up: polling dialects send inventory here."""
@@ -235,6 +238,7 @@ class ReaderSession(ReaderChannel):
     def stop(self, timeout: float = 5.0) -> None:
         """Stop streaming, close the port, join the thread (at most `timeout` seconds)."""
         self._stopping.set()
+        self.transport.interrupt()
         thread = self._thread
         if thread is None:
             self._set_state(STOPPED, "")
@@ -328,10 +332,21 @@ class ReaderSession(ReaderChannel):
         silence = self.cfg.silence_timeout_s
         while not self._stopping.is_set():
             self.poll()
+            if self.streams:  # sleep until bytes come or a deadline is due, not 50 short reads a second
+                self.transport.wait_readable(self._quiet_wait_s(silence))
             self._pump()
             quiet = time.monotonic() - self.alive_mono
             if quiet > silence:
                 raise ReaderDown(f"no report and no keep-alive for {quiet:.1f} s")
+
+    def _quiet_wait_s(self, silence: float) -> float:
+        """How long a streaming session may sleep: until the silence timeout, or the idle flush
+        of a frame left unfinished (a little after, so the check that follows sees it due)."""
+        now = time.monotonic()
+        until = self.alive_mono + silence
+        if self._rest:
+            until = min(until, self._rx_mono + self.flush_after_s)
+        return max(0.0, until - now + QUIET_MARGIN_S)
 
     def _shutdown(self) -> None:
         if self.transport.is_open:

@@ -35,6 +35,7 @@ class ThingMagicSession(ReaderSession):
     boot_timeout_s = 3.0  # leaving the bootloader takes the module a few hundred ms
     attempts = 3
     metadata_flags = tm.META_REPORT
+    streams = True  # continuous reading: reports and keep-alives come unasked
 
     def decode(self, buffer: bytes, final: bool = False) -> tuple[list, bytes]:
         return tm.decode(buffer, final)

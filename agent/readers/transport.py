@@ -6,12 +6,16 @@ exclusively (where the platform can lock it) so that a second program cannot ste
 half the frames. Reads return whatever arrived within `read_timeout` (possibly b""),
 so the caller's loop keeps its own clock for silence and command timeouts. Unplugging
 shows up as `serial.SerialException` or `OSError` from `open`, `read` or `write`; the
-session turns those into "down". Nothing here knows a dialect.
+session turns those into "down". Nothing here knows a dialect. A quiet line is waited on
+with `wait_readable` (one select() on the port and an `interrupt` pipe) rather than read
+in a loop of short timeouts: an idle reader costs a wake-up per keep-alive, not 50 a second.
 """
 
 from __future__ import annotations
 
 import logging
+import select
+import socket
 import sys
 
 import serial
@@ -33,6 +37,8 @@ class SerialTransport:
         self.read_timeout = read_timeout
         self.write_timeout = write_timeout
         self._port: serial.SerialBase | None = None
+        self._fd: int | None = None  # the port's descriptor when it has one (not loop://)
+        self._interrupt: tuple[socket.socket, socket.socket] | None = None  # while open: ends a wait
 
     @property
     def is_open(self) -> bool:
@@ -47,6 +53,13 @@ class SerialTransport:
             port.exclusive = True
         port.open()
         self._port = port
+        self._interrupt = socket.socketpair()
+        for end in self._interrupt:
+            end.setblocking(False)
+        try:
+            self._fd = port.fileno()
+        except (AttributeError, NotImplementedError, OSError, ValueError):
+            self._fd = None
         log.debug("opened %s at %d baud", self.url, self.baudrate)
 
     def read(self) -> bytes:
@@ -57,6 +70,29 @@ class SerialTransport:
         # A pyserial read returns at CHUNK bytes or at the timeout, whichever first, so a
         # busy line is read in large batches and a quiet one costs one wake-up per timeout.
         return port.read(CHUNK)
+
+    def wait_readable(self, timeout: float) -> None:
+        """Sleep until bytes arrive, `interrupt()` is called or `timeout` passes. Ports without
+        a descriptor return at once (their reads keep the short timeout)."""
+        interrupt = self._interrupt
+        if self._fd is None or interrupt is None or timeout <= 0:
+            return
+        ready, _, _ = select.select([self._fd, interrupt[0]], [], [], timeout)
+        if interrupt[0] in ready:
+            try:
+                while interrupt[0].recv(64):
+                    pass
+            except OSError:  # drained (BlockingIOError), or closed meanwhile
+                pass
+
+    def interrupt(self) -> None:
+        """Safe from any thread: end a `wait_readable` now (stop). A no-op while closed."""
+        interrupt = self._interrupt
+        if interrupt is not None:
+            try:
+                interrupt[1].send(b"\0")
+            except OSError:  # full: a wake-up is pending already; closed: nothing waits
+                pass
 
     def write(self, data: bytes) -> None:
         port = self._port
@@ -70,7 +106,10 @@ class SerialTransport:
             self._port.reset_input_buffer()
 
     def close(self) -> None:
-        port, self._port = self._port, None
+        port, self._port, self._fd = self._port, None, None
+        interrupt, self._interrupt = self._interrupt, None
+        for end in interrupt or ():
+            end.close()
         if port is None:
             return
         try:

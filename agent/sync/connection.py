@@ -138,7 +138,8 @@ class Connection:
         return True
 
     def wait_s(self) -> float:
-        return min(0.2, max(0.0, self._next_try - time.monotonic()))
+        """Until the next try (the link's wake-up ends it early: a retry, stop)."""
+        return max(0.0, self._next_try - time.monotonic())
 
     def skip_backoff(self) -> None:
         self._next_try = 0.0

@@ -6,7 +6,12 @@ callbacks run there too) and its read connection to the store. The jobs are spli
 in-flight window, rate, require_ack), `Downlink` (topics to plain messages) and
 `LinkFigures` (what other threads may read). The link never calls the core: it puts
 `agent.handoff` messages into the `submit` it was given. Its public methods are safe
-from any thread; other threads reach its thread through an Event and a Queue only.
+from any thread; other threads reach its thread through a `Wakeup` and a Queue only.
+
+The thread sleeps until something happens (`netloop.pump`): the broker's socket (a PUBACK,
+a downlink message), a wake-up from another thread (a commit, a control message, a retry,
+stop) or a timer the link needs (keep-alive, rate limit, ack timeout, health, CONNACK
+timeout). It turns at least every IDLE_WAIT_S so the watchdog sees it alive.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from agent.sync.connection import Connection
 from agent.sync.downlink import Downlink
 from agent.sync.drain import Drain
 from agent.sync.figures import LinkFigures
+from agent.sync.netloop import Wakeup, pump
 
 log = logging.getLogger(__name__)
 
 HEALTH_EVERY_S = 30.0
-LOOP_TIMEOUT_S = 0.01
+IDLE_WAIT_S = 2.0  # the longest sleep: well inside the watchdog's LINK_STALL_S, a fraction of keep-alive
+CONNECTING_WAIT_S = 0.2  # while a CONNACK or a back-off is awaited: its timers are short
 
 
 class BackendLink:
@@ -43,7 +50,7 @@ class BackendLink:
         self._store_path = cfg.store.path
         self._figures = LinkFigures(backend.name)
         self._control: queue.Queue = queue.Queue()  # (topic, payload) asked for by other threads
-        self._wake = threading.Event()
+        self._wake = Wakeup()
         self._retry = threading.Event()
         self._stop = threading.Event()
         self._downlink = Downlink(cfg, backend, submit, self._take_acks)
@@ -103,33 +110,53 @@ class BackendLink:
 
     # --- the loop (this link's thread) ------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            delivered = self._drain.take_delivered(now=float("inf"))  # what is PUBACKed is not sent again
+            if delivered:
+                self._submit(Delivered(self.backend.name, delivered))
+            self.connection.goodbye()
+            self._wake.close()
+
+    def _loop(self) -> None:
         connection, drain, client = self.connection, self._drain, self.connection.client
         next_health = time.monotonic() + HEALTH_EVERY_S
+        timeout = 0.0
         while not self._stop.is_set():
             self._figures.turn(len(drain.inflight))
             if self._retry.is_set():
                 self._retry.clear()
                 connection.skip_backoff()
                 drain.reoffer()
-            if not connection.ready():
-                self._wake.wait(connection.wait_s())
-                self._wake.clear()
+            if not connection.ready():  # backing off: only a wake-up or the next try ends the wait
+                self._wake.wait(min(IDLE_WAIT_S, connection.wait_s()))
+                if self._wake.take():
+                    drain.committed()
                 continue
-            client.loop(timeout=LOOP_TIMEOUT_S)
-            delivered = drain.take_delivered()
+            pump(client, self._wake, timeout)
+            if self._wake.take():  # taken before the outbox is read: a later commit wakes the next turn
+                drain.committed()
+            delivered = drain.take_delivered(now=time.monotonic())
             if delivered:
                 self._submit(Delivered(self.backend.name, delivered))
             if connection.ring.recheck(connection.up):
                 self._figures.nodes(connection.ring.name() if connection.up else None,
                                     connection.ring.unreachable_names())
-            if connection.up:
-                self._send_control()
-                drain.step()
-                drain.resend_unacked()
-                if time.monotonic() >= next_health:
-                    next_health = time.monotonic() + HEALTH_EVERY_S
-                    self._publish_health()
-        connection.goodbye()
+            now = time.monotonic()
+            if not connection.up:
+                timeout = CONNECTING_WAIT_S
+                continue
+            self._send_control()
+            drain.step()
+            drain.resend_unacked()
+            if now >= next_health:
+                next_health = now + HEALTH_EVERY_S
+                self._publish_health()
+            now = time.monotonic()
+            due = drain.due_in(now)  # (its marks too: PUBACKs are handed to the core in batches)
+            timeout = min(IDLE_WAIT_S, self.backend.keepalive_s / 4, next_health - now,
+                          IDLE_WAIT_S if due is None else due)
 
     def _on_new_session(self) -> None:
         """The broker has no session for us. If our back end's cache messages ever reached us, one
