@@ -27,7 +27,12 @@ Latency: passage closed -> first received by a consumer, where "closed" is the e
 that long passes without a read); one clock, one machine.
 
 Limits: on two cores the lanes' interpreters, the readers, three Erlang VMs and the
-consumers share the CPU; the run samples /proc and names what limited it.
+consumers share the CPU; the run samples /proc and names what limited it. The lanes stand
+for N separate booth computers, so their agents run at `nice 10` by default (`--nice-lanes
+0` to not): the parts a country runs (brokers, consumers) and the readers get the CPU first,
+and what the broker does per lane is measured rather than the lanes' contention with it.
+At the same priority, 100 agents (~2-4% of a core each) starve the three Erlang VMs on two
+cores: the brokers miss CONNACKs (the agents' 10 s timeout) while the lanes start.
 Needs: ~40 MB RSS per lane, ~150 MB per broker node, ~10 file descriptors per lane in the
 reader farm and ~20 per lane overall (see `needs` in the JSON; ulimit -n is checked).
 """
@@ -66,6 +71,7 @@ BACKENDS = (  # name, country, topic prefix, share
 CONSUMERS_PER_BACKEND = 2
 PREFETCH = 100
 SAMPLE_S = 5.0
+STAGGER_S_PER_LANE = 0.4  # lanes start this far apart
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -240,9 +246,10 @@ class Lane:
         self.db = workdir / "agent.db"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, env: dict) -> None:
+    def start(self, env: dict, nice: int = 0) -> None:
         with open(self.dir / "agent.log", "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "agent", "--config", str(self.config), "run"],
+            self.proc = subprocess.Popen([*(["nice", "-n", str(nice)] if nice else []),
+                                          sys.executable, "-m", "agent", "--config", str(self.config), "run"],
                                          cwd=ROOT, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
 
@@ -395,7 +402,7 @@ def needs(n: int) -> dict:
 
 
 def run(n: int = 100, traffic_s: float = 240.0, interval_s: float = 12.0, keep: Path | None = None,
-        out: Path = Path("fleet-results.json"), say=print) -> dict:
+        out: Path = Path("fleet-results.json"), say=print, nice_lanes: int = 10) -> dict:
     why = find_rabbitmq()
     if why:
         result = {"status": f"not run: {why}"}
@@ -415,7 +422,8 @@ def run(n: int = 100, traffic_s: float = 240.0, interval_s: float = 12.0, keep: 
     farm: subprocess.Popen | None = None
     countries: list[Country] = []
     sampler: Sampler | None = None
-    result: dict = {"lanes": n, "traffic_s": traffic_s, "interval_s": interval_s, "needs": need}
+    result: dict = {"lanes": n, "traffic_s": traffic_s, "interval_s": interval_s, "lanes_niced": nice_lanes,
+                    "needs": need}
     try:
         t = time.monotonic()
         cluster.start()
@@ -453,9 +461,14 @@ def run(n: int = 100, traffic_s: float = 240.0, interval_s: float = 12.0, keep: 
         if not line.startswith("ready"):
             raise RuntimeError(f"reader farm: {line!r}; see {base / 'reader_farm.log'}")
         scenario_t0 = time.monotonic()
-        for lane in lanes:
-            lane.start(env)
-        say(f"  {n} agents started in {time.monotonic() - scenario_t0:.1f} s; first trucks at +{lead_s:.0f} s; "
+        # Lanes come online over a while, as a fleet does, not all in one second: a hundred
+        # first SUBSCRIBEs at once on two cores time out creating their quorum session queues
+        # (partition_parallel_timeout), leaving queues without members that lanes cannot use.
+        stagger_s = min(lead_s / 2, STAGGER_S_PER_LANE * n)
+        for i, lane in enumerate(lanes):
+            _sleep_until(scenario_t0 + stagger_s * i / n)
+            lane.start(env, nice_lanes)
+        say(f"  {n} agents started over {time.monotonic() - scenario_t0:.1f} s; first trucks at +{lead_s:.0f} s; "
             f"{planned} trucks planned")
 
         def beam_pids():
@@ -634,8 +647,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=12.0, help="seconds between trucks in a lane (default 12)")
     p.add_argument("--keep", type=Path, help="keep the run directory (configs, logs, databases) here")
     p.add_argument("--out", type=Path, default=Path("fleet-results.json"))
+    p.add_argument("--nice-lanes", type=int, default=10,
+                   help="nice value of the lanes' agents (default 10; 0 = same priority as the brokers)")
     args = p.parse_args(argv)
-    r = run(args.lanes, args.traffic, args.interval, args.keep, args.out)
+    r = run(args.lanes, args.traffic, args.interval, args.keep, args.out, nice_lanes=args.nice_lanes)
     return 0 if r.get("lost") == 0 else 1
 
 
