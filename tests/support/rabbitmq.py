@@ -104,10 +104,12 @@ class RabbitNode:
         for path in (self.dir / "data").glob("*/quorum/*/names.dets"):
             copy = self.dir / "names-probe.dets"
             shutil.copyfile(path, copy)
-            code = (f'{{ok, T}} = dets:open_file(probe, [{{file, "{copy}"}}, {{access, read}}]), '
+            # read_write: a copy of a file in use is "not properly closed", and only a writable
+            # open repairs it (the copy, never the node's own file)
+            code = (f'{{ok, T}} = dets:open_file(probe, [{{file, "{copy}"}}, {{access, read_write}}]), '
                     '[io:format("~s~n", [N]) || {N, _} <- dets:match_object(T, \'_\')], halt().')
-            out = subprocess.run([ERL, "-noshell", "-eval", code], env=self.env, capture_output=True,
-                                 text=True, timeout=30)
+            out = subprocess.run([ERL, "-noshell", "-eval", code], env={**self.env, "ERL_CRASH_DUMP_SECONDS": "0"},
+                                 cwd=self.dir, capture_output=True, text=True, timeout=30)
             names |= {line.strip().removeprefix("%2F_") for line in out.stdout.splitlines() if line.strip()}
         return names
 
