@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test test-long soak bench fuzz setup mosquitto rabbitmq rabbitmq-if-possible test-cluster install uninstall clean
+.PHONY: demo test test-long soak bench fleet fuzz setup mosquitto rabbitmq rabbitmq-if-possible test-cluster install uninstall clean
 
 demo: setup mosquitto
 	$(BIN)/python -m simulators.demo
@@ -39,6 +39,12 @@ soak: setup mosquitto
 
 bench: setup mosquitto
 	ONLY="$(ONLY)" $(BIN)/python -m tests.bench
+
+# N real lanes against a 3-node RabbitMQ cluster, one node killed midway (DESIGN part 4, `fleet`).
+# Needs about 60 MB of memory per lane and 4 file descriptors per lane; 100 lanes take about 13 minutes.
+N ?= 100
+fleet: setup mosquitto rabbitmq
+	$(BIN)/python -m tests.bench.fleet_bench --lanes $(N)
 
 fuzz: setup
 	$(BIN)/python -m tests.bench.fuzz

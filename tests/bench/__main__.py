@@ -2,8 +2,8 @@
 and written to bench-results.json (with the machine, the commit and each baseline).
 
 Each figure is measured beside a baseline in the same run (the machine is noisy, so
-ratios count more than absolute numbers). Nothing here is asserted. A figure DESIGN
-names that is not built yet is listed as such, never invented.
+ratios count more than absolute numbers). Nothing here is asserted. `fleet` runs only
+when named (`make fleet`, or ONLY=fleet): it needs a RabbitMQ cluster and about 13 minutes.
 """
 
 from __future__ import annotations
@@ -121,12 +121,24 @@ def _footprint() -> tuple[dict, list[tuple[str, str, str]]]:
                ("footprint: WAL left after a clean stop", f"{live['wal_bytes_after_stop']} bytes", "")]
 
 
+def _fleet() -> tuple[dict, list[tuple[str, str, str]]]:
+    from tests.bench import fleet_bench  # needs pika and RabbitMQ: imported only when asked for
+
+    n = int(os.environ.get("N") or 100)
+    f = fleet_bench.run(n)  # also writes fleet-results.json
+    if "lost" not in f:
+        return f, [("fleet", f.get("status", "not run"), "make fleet")]
+    return f, [(f"fleet: {n} lanes, events lost / duplicates", f"{f['lost']} / {f['duplicates']}", "0 lost"),
+               ("fleet: passage closed -> received p50 / p99", f"{f['latency_ms_p50']} / {f['latency_ms_p99']} ms", ""),
+               ("fleet: limited by", f["limited_by"], "")]
+
+
 FIGURES: dict[str, Callable[[], tuple[dict, list]]] = {
     "codecs": _codecs, "drain": _drain, "store": _store, "snapshot": _snapshot, "latency": _latency,
-    "line_rate": _line_rate, "footprint": _footprint, "idle": _idle,
+    "line_rate": _line_rate, "footprint": _footprint, "idle": _idle, "fleet": _fleet,
 }
-# Named in DESIGN part 4 and not built yet (issue 13): listed, never invented.
-NOT_BUILT = ("fleet",)
+# Run only when named (ONLY=fleet, or `make fleet`): ~8 minutes and a RabbitMQ cluster of its own.
+ON_REQUEST = ("fleet",)
 ALIASES = {"start": "store", "memory": "store", "link": "snapshot"}
 
 
@@ -140,23 +152,25 @@ def _commit() -> str:
 
 def main() -> int:
     asked = [n.strip() for n in os.environ.get("ONLY", "").split(",") if n.strip()]
-    known = set(FIGURES) | set(NOT_BUILT) | set(ALIASES)
+    known = set(FIGURES) | set(ALIASES)
     unknown = [n for n in asked if n not in known]
     if unknown:
         print(f"make bench: unknown figure(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
               file=sys.stderr)
         return 2
-    names = list(dict.fromkeys(ALIASES.get(n, n) for n in asked)) or list(FIGURES) + list(NOT_BUILT)
+    names = list(dict.fromkeys(ALIASES.get(n, n) for n in asked)) or list(FIGURES)
+    if not asked:  # the whole bench stays under 15 minutes: fleet is its own run
+        names = [n for n in names if n not in ON_REQUEST]
     results: dict = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": _commit(),
                      "python": sys.version.split()[0], "machine": platform.machine(), "cpus": os.cpu_count(),
                      "figures": {}}
     rows: list[tuple[str, str, str]] = []
     print("laneagent benchmarks (figures, not pass/fail; DESIGN part 4 has the bars)\n", flush=True)
+    if not asked:
+        for name in ON_REQUEST:
+            results["figures"][name] = {"status": "on request: make fleet, or make bench ONLY=fleet"}
+            rows.append((name, "not run here: make fleet (or ONLY=fleet)", "see DESIGN part 4"))
     for name in names:
-        if name in NOT_BUILT:
-            results["figures"][name] = {"status": "not built yet (issue 13)"}
-            rows.append((f"{name}", "not measured yet", "see DESIGN part 4"))
-            continue
         print(f"{name} ...", flush=True)
         started = time.perf_counter()
         figures, lines = FIGURES[name]()

@@ -28,6 +28,8 @@ REFERENCE_CONF = ROOT / "config" / "rabbitmq" / "rabbitmq.conf"
 SBIN = Path("/usr/lib/rabbitmq/bin")
 USER, PASSWORD = "lane", "lane-secret"  # the tests' MQTT user (the reference config admits no anonymous one)
 BOOT_TIMEOUT_S = 90.0
+ERL = shutil.which("erl") or "/usr/lib/erlang/bin/erl"
+RESTART_TIMEOUT_S = 240.0  # a whole cluster booting again, on two shared cores
 
 
 def find_rabbitmq() -> str | None:
@@ -71,6 +73,45 @@ class RabbitNode:
         if out.returncode != 0:
             raise RuntimeError(f"rabbitmqctl -n {self.name} {' '.join(args)}: {out.stderr.strip() or out.stdout}")
         return out.stdout
+
+    def try_ctl(self, *args: str, timeout: float = 30.0) -> str | None:
+        """rabbitmqctl's answer, or None when the node does not answer (yet)."""
+        try:
+            return self.ctl(*args, timeout=timeout)
+        except (RuntimeError, subprocess.TimeoutExpired):
+            return None
+
+    def await_booted(self, timeout: float = BOOT_TIMEOUT_S) -> None:
+        """Until the node has finished booting (plugins included), or raise saying why not."""
+        out = subprocess.run([str(SBIN / "rabbitmqctl"), "-n", self.name, "await_startup", "--timeout",
+                              str(int(max(1, timeout)))], env=self.env, capture_output=True, text=True,
+                             timeout=timeout + 30)
+        if out.returncode != 0:
+            raise RuntimeError(f"{self.name} did not finish booting within {timeout:.0f} s: "
+                               f"{out.stderr.strip() or out.stdout} {self.log_tail()}")
+
+    def quorum_members_on_disk(self) -> set[str]:
+        """The quorum queues whose Ra member this node has registered *on disk*.
+
+        Ra keeps the name -> UID map of a node's quorum queue members in a DETS file
+        (quorum/<node>/names.dets) that reaches the disk lazily (auto_save, 500 ms after the
+        last access). A queue SIGKILLed whole before that has lost its registration on
+        every node: RabbitMQ 3.10 then starts new, empty members under new UIDs at boot,
+        and Ra never starts an election among members that are all new, so the queue has no
+        leader for good, its old log orphaned. Read from a copy, without touching the node.
+        """
+        names: set[str] = set()
+        for path in (self.dir / "data").glob("*/quorum/*/names.dets"):
+            copy = self.dir / "names-probe.dets"
+            shutil.copyfile(path, copy)
+            # read_write: a copy of a file in use is "not properly closed", and only a writable
+            # open repairs it (the copy, never the node's own file)
+            code = (f'{{ok, T}} = dets:open_file(probe, [{{file, "{copy}"}}, {{access, read_write}}]), '
+                    '[io:format("~s~n", [N]) || {N, _} <- dets:match_object(T, \'_\')], halt().')
+            out = subprocess.run([ERL, "-noshell", "-eval", code], env={**self.env, "ERL_CRASH_DUMP_SECONDS": "0"},
+                                 cwd=self.dir, capture_output=True, text=True, timeout=30)
+            names |= {line.strip().removeprefix("%2F_") for line in out.stdout.splitlines() if line.strip()}
+        return names
 
     def start(self) -> "RabbitNode":
         log = open(self.dir / "log" / "stdout.log", "ab")
@@ -156,6 +197,50 @@ class RabbitCluster:
         out = self.nodes[0].ctl("cluster_status", "--formatter", "json")
         import json
         return sorted(json.loads(out)["running_nodes"])
+
+    def restart_after_outage(self, timeout: float = RESTART_TIMEOUT_S) -> None:
+        """Boot every node of a cluster that went down whole (all SIGKILLed), and see it serve MQTT.
+
+        All nodes start together: after a SIGKILL each one waits for its peers' Mnesia tables
+        (none knows it was the last one down), so a node started alone would wait out
+        mnesia_table_loading_retry_timeout x retries and fail. RabbitMQ 3.10's MQTT plugin then
+        deadlocks on its client-ID tracker (the `mqtt_node` Ra cluster in the `coordination`
+        Ra system): at boot each node asks its peers' tracker members for the membership
+        *before* restarting its own member, and a member only answers once a leader is
+        elected, which needs a majority of members restarted; the plugin waits 100 s per try and
+        the nodes fail to boot ("BOOT FAILED ... {mqtt_node, ...}, {leader_call, {state_query,
+        members}}, 100000"). The way out, as an operator would do it: restart each node's tracker
+        member from outside (`rabbitmqctl eval 'ra:restart_server(coordination, {mqtt_node,
+        node()}).'`) as soon as the node answers; two of three elect a leader, the blocked boots
+        go on. Then every node must be running and accepting MQTT logins.
+        """
+        for node in self.nodes:
+            node.start()
+        deadline = time.monotonic() + timeout
+        kicked: set[str] = set()
+        while len(kicked) < len(self.nodes):
+            for node in self.nodes:
+                if node.name in kicked:
+                    continue
+                if node.proc and node.proc.poll() is not None:
+                    raise RuntimeError(f"{node.name} exited {node.proc.returncode} while restarting: "
+                                       f"{node.log_tail()}")
+                answer = node.try_ctl("eval", "ra:restart_server(coordination, {mqtt_node, node()}).")
+                if answer is not None and ("ok" == answer.strip() or "already_started" in answer
+                                           or "name_not_registered" in answer):
+                    kicked.add(node.name)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the client-ID trackers did not restart within {timeout:.0f} s "
+                                   f"(restarted on {sorted(kicked)})")
+            time.sleep(0.5)
+        for node in self.nodes:
+            node.wait_listening(timeout=max(1.0, deadline - time.monotonic()))
+            node.await_booted(timeout=max(1.0, deadline - time.monotonic()))
+
+    def quorum_queues_durable(self, *queues: str) -> bool:
+        """True when every node has these quorum queues' members registered on disk (see
+        RabbitNode.quorum_members_on_disk): a whole-cluster power cut keeps them."""
+        return all(set(queues) <= node.quorum_members_on_disk() for node in self.nodes)
 
     def node_of(self, port: int) -> RabbitNode:
         return next(n for n in self.nodes if n.mqtt_port == port)
