@@ -136,3 +136,20 @@ def test_a_failing_step_leaves_the_previous_version_intact(tmp_path):
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     assert "created_ms" in Database(conn, recursive_triggers=False, execute_plugins=False)["alerts"].columns_dict
     conn.close()
+
+
+def test_a_new_main_file_has_small_pages_and_an_existing_one_keeps_its_own(tmp_path):
+    # Small pages halve the flash each group commit writes (DESIGN part 4, footprint); the
+    # cache's file keeps SQLite's default for its big indexes. An existing file is not rebuilt.
+    writer = StoreWriter(str(tmp_path / "agent.db"))
+    assert writer.conn.execute("PRAGMA page_size").fetchone()[0] == 1024
+    assert writer.cache_db.conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    writer.close()
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    conn = open_writer(str(old))
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    conn.close()
