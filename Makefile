@@ -87,7 +87,7 @@ rabbitmq-if-possible:
 
 # The tests against a real 3-node RabbitMQ cluster (several minutes: each boot takes ~25 s on two cores).
 test-cluster: setup mosquitto rabbitmq
-	LANEAGENT_CLUSTER=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/system/test_cluster_rabbitmq.py tests/sync/test_cluster_failover.py tests/sync/test_hosts_config.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/system/test_cluster_rabbitmq.py tests/sync/test_cluster_failover.py tests/sync/test_hosts_config.py
 
 # On a booth, as root (README "Install on a booth"); DESTDIR=/tmp/root stages instead.
 install:
