@@ -94,7 +94,8 @@ def validate_cache_message(msg: Any, expected_source: str | None = None) -> dict
 
 
 class Records(list):
-    """A validated message's records, with their rows (`record_rows`) built in the same pass."""
+    """A validated message's records, with their rows (`record_rows`) built in the same pass.
+    Not to be changed after validation: the rows would no longer match."""
 
     def __init__(self, records, rows: list[tuple]):
         super().__init__(records)
