@@ -81,33 +81,76 @@ def validate_cache_message(msg: Any, expected_source: str | None = None) -> dict
             raise bad("part and parts belong to a snapshot only")
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (part, parts)) or not 1 <= part <= parts:
             raise bad(f"part {part!r} of parts {parts!r}: need integers with 1 <= part <= parts")
+    if op == "delete":
+        for i, rec in enumerate(records):
+            if not isinstance(rec, dict) or rec.get("kind") not in KINDS or not isinstance(rec.get("id"), str) \
+                    or not rec["id"]:
+                raise bad(f"records[{i}] needs a known kind and a non-empty string id")
+    else:
+        # One pass checks each record and builds its row; the rows ride with the records
+        # (`Records`), so the core's slices only write them.
+        msg["records"] = Records(records, _checked_rows(records, bad))
+    return msg
+
+
+class Records(list):
+    """A validated message's records, with their rows (`record_rows`) built in the same pass.
+    Not to be changed after validation: the rows would no longer match."""
+
+    def __init__(self, records, rows: list[tuple]):
+        super().__init__(records)
+        self.rows = rows
+
+    def __getitem__(self, i):
+        # A slice keeps its rows: the core stages a part in slices.
+        if isinstance(i, slice):
+            return Records(list.__getitem__(self, i), self.rows[i])
+        return list.__getitem__(self, i)
+
+
+_EPC_FIELDS = frozenset(f for f, _ in KINDS.values() if f and f.endswith("_epc"))
+
+
+def _checked_rows(records, bad) -> list[tuple]:
+    """Validate the records of an upsert or snapshot (DESIGN 2.6) and build their rows."""
+    rows = []
+    append, dumps, kinds, fields, epc_fields, fullmatch = rows.append, cbor2.dumps, KINDS, FIELDS, _EPC_FIELDS, _EPC.fullmatch
     for i, rec in enumerate(records):
-        if not isinstance(rec, dict) or rec.get("kind") not in KINDS or not isinstance(rec.get("id"), str) or not rec["id"]:
+        if not isinstance(rec, dict) or (kind := rec.get("kind")) not in kinds \
+                or not isinstance(rid := rec.get("id"), str) or not rid:
             raise bad(f"records[{i}] needs a known kind and a non-empty string id")
-        if op == "delete":
-            continue
-        key_field, expiry_field = KINDS[rec["kind"]]
-        if key_field and key_field in rec and rec[key_field] is not None and not isinstance(rec[key_field], str):
-            raise bad(f"records[{i}].{key_field} must be a string")
-        if key_field and key_field.endswith("_epc") and isinstance(rec.get(key_field), str) \
-                and not _EPC.fullmatch(rec[key_field].upper()):
-            raise bad(f"records[{i}].{key_field} is not a hex EPC")
-        if expiry_field and rec.get(expiry_field) is not None and not isinstance(rec[expiry_field], int):
+        key_field, expiry_field = kinds[kind]
+        key = rec.get(key_field) if key_field else None
+        if key is not None:
+            if not isinstance(key, str):
+                raise bad(f"records[{i}].{key_field} must be a string")
+            if key_field in epc_fields:
+                key = key.upper()
+                if not fullmatch(key):
+                    raise bad(f"records[{i}].{key_field} is not a hex EPC")
+        expires = rec.get(expiry_field) if expiry_field else None
+        if expires is not None and not isinstance(expires, int):
             raise bad(f"records[{i}].{expiry_field} must be integer milliseconds")
-        if rec.get("programs") is not None and (not isinstance(rec["programs"], (list, tuple))
-                                                or not all(isinstance(p, str) for p in rec["programs"])):
+        if (programs := rec.get("programs")) is not None and (not isinstance(programs, (list, tuple))
+                                                             or not all(isinstance(p, str) for p in programs)):
             raise bad(f"records[{i}].programs must be an array of programme names")
         if rec.get("trusted_trader") is not None and not isinstance(rec["trusted_trader"], bool):
             raise bad(f"records[{i}].trusted_trader must be true or false")
-        if rec["kind"] == "lookout" and rec.get("subject_kind") not in SUBJECT_KINDS:
-            raise bad(f"records[{i}].subject_kind must be one of {', '.join(SUBJECT_KINDS)}")
-        if rec["kind"] == "trip":
+        eta = None
+        if kind == "lookout":
+            if rec.get("subject_kind") not in SUBJECT_KINDS:
+                raise bad(f"records[{i}].subject_kind must be one of {', '.join(SUBJECT_KINDS)}")
+            key = f"{rec['subject_kind']}:{rec.get('subject')}"
+        elif kind == "trip":
             for member in ("drivers", "equipment", "shipments"):
                 if not isinstance(rec.get(member, []), (list, tuple)):
                     raise bad(f"records[{i}].{member} must be an array of ids")
-            if rec.get("eta_ms") is not None and not isinstance(rec["eta_ms"], int):
+            if (eta := rec.get("eta_ms")) is not None and not isinstance(eta, int):
                 raise bad(f"records[{i}].eta_ms must be integer milliseconds")
-    return msg
+        allowed = fields[kind]
+        append((kind, rid, key, eta, expires,
+                dumps(rec if rec.keys() <= allowed else {k: v for k, v in rec.items() if k in allowed})))
+    return rows
 
 
 def records_table(source: str, gen: int) -> str:
@@ -136,7 +179,30 @@ def create_generation(conn: sqlite3.Connection, source: str, gen: int, indexed: 
 def index_generation(conn: sqlite3.Connection, source: str, gen: int) -> None:
     """Index a generation, once its rows are in: one sort each instead of two million random
     inserts. A record sent twice in one snapshot keeps its last copy (as an upsert would)."""
-    records, members = records_table(source, gen), members_table(source, gen)
+    with _sorting(conn):
+        _index_generation(conn, records_table(source, gen), members_table(source, gen))
+
+
+SORT_CACHE_KB = 2000  # SQLite's default page cache
+SORT_THREADS = 2
+
+
+@contextmanager
+def _sorting(conn: sqlite3.Connection) -> Iterator[None]:
+    """CREATE INDEX sorts in runs of the page cache's size, merged by helper threads: small
+    runs and two threads build a port's indexes ~40% faster than one 32 MB run (measured,
+    800k rows: 0.87 s vs 1.41-1.55 s). The connection's own settings come back after."""
+    size = conn.execute("PRAGMA cache_size").fetchone()[0]
+    conn.execute(f"PRAGMA cache_size = -{SORT_CACHE_KB}")
+    conn.execute(f"PRAGMA threads = {SORT_THREADS}")
+    try:
+        yield
+    finally:
+        conn.execute("PRAGMA threads = 0")
+        conn.execute(f"PRAGMA cache_size = {size}")
+
+
+def _index_generation(conn: sqlite3.Connection, records: str, members: str) -> None:
     try:
         conn.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {records}_id ON {records}(kind, id)")
     except sqlite3.IntegrityError:
@@ -211,7 +277,9 @@ def apply_delta(conn: sqlite3.Connection, msg: dict, now_ms: int, final: bool = 
 
 def record_rows(records: list[dict]) -> list[tuple]:
     """(kind, id, key, eta_ms, expires_ms, body) per record: the columns a lookup needs, and the
-    record as CBOR with only the DESIGN 2.6 fields (re-encoded only when it carried others)."""
+    record as CBOR with only the DESIGN 2.6 fields. Validated records (`Records`) have theirs already."""
+    if isinstance(records, Records):
+        return records.rows
     rows = []
     dumps, kinds, fields = cbor2.dumps, KINDS, FIELDS
     for rec in records:
