@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
-import threading
+import socket
 import time
 
 from agent import __version__, systemd
@@ -58,8 +59,11 @@ class Daemon:
                                  self.watchdog.problems)
         self.status = StatusWriter(StatusFile(cfg.status_path))
         self.metrics = MetricsServer(cfg, self.figures, self.alarms)
-        self._stop = threading.Event()
-        self._dump_traffic = threading.Event()
+        # What the signal handlers asked for. A handler runs on this thread between any two
+        # bytecodes, so it only adds to this set: one that took a lock (Event.set) could
+        # deadlock against the very wait it interrupted (seen: a SIGTERM that never stopped).
+        self._asked: set[str] = set()
+        self._dump_traffic = False
         self._next_traffic_mono = time.monotonic() + TRAFFIC_DUMP_EVERY_S
 
     @staticmethod
@@ -73,10 +77,14 @@ class Daemon:
             r = self.writer.recovery
             self.alarms.raise_("database_recovered", f"corrupt database moved to {r['moved_to']}; "
                                                      f"events continue at seq {r['continues_at_seq']}")
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self._stop.set())
-        signal.signal(signal.SIGUSR1, lambda *_: self.retry_now())  # `laneagent queue retry`
-        signal.signal(signal.SIGUSR2, lambda *_: self._dump_traffic.set())  # `laneagent diag`
+        wake_r, wake_w = socket.socketpair()  # a signal's byte wakes the wait below at once
+        for sock in (wake_r, wake_w):
+            sock.setblocking(False)
+        signal.set_wakeup_fd(wake_w.fileno())
+        for sig, asked in ((signal.SIGTERM, "stop"), (signal.SIGINT, "stop"),
+                           (signal.SIGUSR1, "retry"),  # `laneagent queue retry`
+                           (signal.SIGUSR2, "dump")):  # `laneagent diag`
+            signal.signal(sig, lambda *_, asked=asked: self._asked.add(asked))
         self.metrics.start()  # bound before READY: a scrape never finds a half-started lane refused
         self.core.start()
         self.commands.start()
@@ -87,13 +95,36 @@ class Daemon:
                  self.cfg.lane.port_code, self.cfg.lane.lane_id, len(self.sessions), len(self.links),
                  self.cfg.store.path)
         every = STATUS_EVERY_S if self.watchdog.every_s is None else min(STATUS_EVERY_S, self.watchdog.every_s)
-        while not self._stop.wait(every):
-            self.rules.update()
-            self._write_status(asked=self._dump_traffic.is_set())  # `diag` (SIGUSR2) reads it next
-            self._maybe_dump_traffic()
-            self.watchdog.feed()
+        try:
+            while self._turn(wake_r, every):
+                self.rules.update()
+                self._write_status(asked=self._dump_traffic)  # `diag` (SIGUSR2) reads it next
+                self._maybe_dump_traffic()
+                self.watchdog.feed()
+        finally:
+            signal.set_wakeup_fd(-1)
+            wake_r.close()
+            wake_w.close()
         self.shutdown()
         return 0
+
+    def _turn(self, wake: socket.socket, every: float) -> bool:
+        """Sleep until a signal or `every` s; act on what the signals asked. False: stop."""
+        select.select([wake], [], [], every)
+        try:
+            while wake.recv(64):
+                pass
+        except BlockingIOError:
+            pass
+        asked, self._asked = self._asked, set()
+        if "retry" in asked:
+            self.retry_now()
+        if "dump" in asked:
+            self._dump_traffic = True
+        if "stop" in asked:
+            self._asked.add("stop")  # stays asked
+            return False
+        return True
 
     def shutdown(self) -> None:
         systemd.notify("STOPPING=1")
@@ -118,9 +149,9 @@ class Daemon:
     def _maybe_dump_traffic(self, force: bool = False) -> None:
         """Raw reader traffic to traffic-<reader>.hex beside status.json: asked for (SIGUSR2), due, or at stop."""
         now = time.monotonic()
-        if not (force or self._dump_traffic.is_set() or now >= self._next_traffic_mono):
+        if not (force or self._dump_traffic or now >= self._next_traffic_mono):
             return
-        self._dump_traffic.clear()
+        self._dump_traffic = False
         self._next_traffic_mono = now + TRAFFIC_DUMP_EVERY_S
         readers = {r.name: f"{r.dialect} on {r.url} at {r.baudrate} baud" for r in self.cfg.readers}
         traffic.dump_all(os.path.dirname(self.cfg.status_path), lambda name: readers.get(name, ""))
