@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from agent.errors import StoreError
+from agent.store.db import immediate
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +91,10 @@ class CacheDB:
                 yield self.conn
                 return
             self.conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-            self.conn.execute("BEGIN IMMEDIATE")
-            self._holder = threading.get_ident()
             try:
-                yield self.conn
-                self.conn.execute("COMMIT")
-            except BaseException:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                raise
+                with immediate(self.conn):
+                    self._holder = threading.get_ident()
+                    yield self.conn
             finally:
                 self._holder = None
             self.commits += 1

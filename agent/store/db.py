@@ -12,6 +12,8 @@ import logging
 import os
 import sqlite3
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 from agent.errors import StoreError
 from agent.store.schema import migrate
@@ -32,6 +34,22 @@ class CorruptDatabase(StoreError):
 def head_path(path: str) -> str:
     """Beside the database: the last chain head, to continue the seq after a corrupt store."""
     return f"{path}.head.json"
+
+
+
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        # SQLite has already rolled back after some errors (SQLITE_FULL); a second
+        # ROLLBACK would hide the real error.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def remember_head(path: str, next_seq: int, head_hash: str) -> None:

@@ -19,7 +19,7 @@ from agent.lane.disclosure import View
 from agent.store import cache, cachedb, eventbody, retention
 from agent.store.cache import ApplyResult, CacheView, apply_delta
 from agent.store.cachegen import CacheGenerations, apply_cache_message
-from agent.store.db import chain_state, checkpoint, open_or_recover, remember_head
+from agent.store.db import chain_state, checkpoint, immediate, open_or_recover, remember_head
 from agent.store.outbox import derived_payload
 
 
@@ -49,15 +49,10 @@ class StoreWriter:
             finally:
                 self.conn.execute("PRAGMA synchronous = FULL")
             return
-        self.conn.execute("BEGIN IMMEDIATE")
         try:
-            yield self.conn
-            self.conn.execute("COMMIT")
+            with immediate(self.conn):
+                yield self.conn
         except BaseException:
-            # SQLite has already rolled back after some errors (SQLITE_FULL); a second
-            # ROLLBACK would hide the real error.
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
             self._view_ids.clear()  # a view row inserted by this transaction is gone
             raise
         self.commits += 1
