@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import sqlite3
+import sys
 import threading
 import time
 from collections import Counter
@@ -44,6 +45,13 @@ COMMIT_WINDOW_S = 0.1  # well inside the 250 ms promise, and still batches a bus
 # A reader hands its reports over in clumps (one per decoded chunk); a gap this long ends the
 # clump. A commit that only adds to aggregated reads writes no page, so this costs little flash.
 COMMIT_LINGER_S = 0.01
+# While a snapshot loads, cache work yields to waiting items (reads, marks) this often: a read
+# waits for at most one such turn, one slice and its own commit.
+CACHE_TURN_S = 0.05
+# The core thread makes many short SQLite calls, each giving up the GIL; while a link decodes
+# and validates a snapshot part (pure Python) each call waited up to the default 5 ms for the
+# GIL back. 1 ms bounds that wait; the cost is more frequent switching between busy threads.
+GIL_SWITCH_S = 0.0002
 MAX_BATCH = 5000
 STORE_RETRY_S = 1.0
 PURGE_EVERY_S = 600.0  # when the last round found nothing; while it finds rows, every loop
@@ -111,6 +119,7 @@ class LaneCore:
         return self._thread.is_alive()
 
     def start(self) -> None:
+        sys.setswitchinterval(GIL_SWITCH_S)
         self.passages.replay(self.wall_ms())
         self.feed.recover()
         self._thread.start()
@@ -150,11 +159,15 @@ class LaneCore:
         return [p for p in batch if not self.guard.give_up(p, e)]
 
     def _cache_work(self, until: float) -> None:
-        """Cache work in slices until `until`, the next group commit: the journal never waits."""
+        """Cache work in slices until `until`, the next group commit, or sooner once something
+        waits in the inbox and the turn is up: the journal never waits long."""
+        turn_end = time.monotonic() + CACHE_TURN_S
         try:
             self.feed.tick(time.monotonic())
             while self.feed.busy() and not self.outage.error and time.monotonic() < until:
                 self.feed.work(self.guard)
+                if time.monotonic() >= turn_end and not self.inbox.empty():
+                    return
         except Exception as e:
             if not is_store_failure(e):
                 raise

@@ -33,6 +33,12 @@ from agent.store.cache import (
 )
 
 STAGING, DROPPED, RETIRED = "staging", "dropped", "retired"
+# Staged rows go in as multi-row INSERTs of this many rows: SQLite's sqlite3 module gives up
+# the GIL at every statement it steps, and while a link thread validates the next part (pure
+# Python) each step waited for the GIL back: executemany, one step per row, made a 2,000-record
+# slice take 150-200 ms instead of 8. 1,000 rows of 6 columns stay under SQLite's 32,766
+# variables.
+ROWS_PER_INSERT = 1000
 
 
 @dataclass
@@ -77,10 +83,9 @@ class CacheGenerations:
 
     def stage(self, source: str, gen: int, records: list[dict]) -> None:
         """Append one slice of a staged snapshot's records to its generation (not indexed yet)."""
-        self.conn.executemany(f"INSERT INTO {records_table(source, gen)}(kind, id, key, eta_ms, expires_ms, body) "
-                              "VALUES (?, ?, ?, ?, ?, ?)", record_rows(records))
-        self.conn.executemany(f"INSERT INTO {members_table(source, gen)}(member_kind, member_id, trip_id) "
-                              "VALUES (?, ?, ?)", member_rows(records))
+        _append(self.conn, f"{records_table(source, gen)}(kind, id, key, eta_ms, expires_ms, body)", 6,
+                record_rows(records))
+        _append(self.conn, f"{members_table(source, gen)}(member_kind, member_id, trip_id)", 3, member_rows(records))
 
     def index(self, source: str, gen: int) -> None:
         """A staged generation is complete: index it (the long step, before the swap)."""
@@ -155,3 +160,12 @@ def apply_cache_message(conn: sqlite3.Connection, msg: dict, now_ms: int, force:
     gens.swap(staged, now_ms)
     gens.collect_garbage()
     return ApplyResult("applied", source, seq, records=len(msg["records"]))
+
+
+def _append(conn: sqlite3.Connection, table_columns: str, width: int, rows: list[tuple]) -> None:
+    """INSERT `rows` into `table_columns`, ROWS_PER_INSERT at a time (one statement each)."""
+    one = "(" + ", ".join("?" * width) + ")"
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        chunk = rows[start:start + ROWS_PER_INSERT]
+        conn.execute(f"INSERT INTO {table_columns} VALUES " + ", ".join([one] * len(chunk)),
+                     [v for row in chunk for v in row])

@@ -55,3 +55,29 @@ def test_deletes_carry_no_rows():
 def test_a_bad_record_is_still_refused(record, why):
     with pytest.raises(DownlinkRejected, match=why):
         validate_cache_message(message([record]))
+
+
+def test_a_staged_slice_larger_than_one_insert_keeps_every_row_in_order(tmp_path):
+    """Staging writes multi-row INSERTs of ROWS_PER_INSERT rows: a slice of two full ones and a
+    remainder lands whole, in arrival order (the index keeps the last copy of a repeated id)."""
+    from agent.store.cachedb import CacheDB
+    from agent.store.cachegen import ROWS_PER_INSERT, CacheGenerations, Staged
+    from agent.store.cache import member_rows, members_table, records_table
+
+    count = 2 * ROWS_PER_INSERT + 345
+    records = [{"kind": "trip", "id": f"T{i}", "conveyance": f"C{i}", "eta_ms": i, "drivers": [f"D{i}"],
+                "equipment": [f"E{i}", f"F{i}"]} for i in range(count)]
+    msg = validate_cache_message(message(copy.deepcopy(records)))
+    db = CacheDB(str(tmp_path / "agent.db"))
+    gens = CacheGenerations(db.conn)
+    with db.transaction():
+        gens.begin(Staged("CA", 1, "cbsa", 1, 0, 0, 1, 0))
+        gens.stage("CA", 1, msg["records"])
+    rows = db.conn.execute(f"SELECT kind, id, key, eta_ms, expires_ms, body FROM {records_table('CA', 1)} "
+                           "ORDER BY rowid").fetchall()
+    assert rows == record_rows(copy.deepcopy(records))
+    members = db.conn.execute(f"SELECT member_kind, member_id, trip_id FROM {members_table('CA', 1)} "
+                              "ORDER BY rowid").fetchall()
+    assert members == member_rows(records)
+    assert len(members) == 3 * count
+    db.close()
