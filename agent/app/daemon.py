@@ -28,6 +28,8 @@ from agent.core import LaneCore
 from agent.diagnostics import traffic
 from agent.readers import registry
 from agent.statusfile import StatusFile
+from agent.store.db import open_reader
+from agent.store.integrity import IntegrityCheck
 from agent.store.writer import StoreWriter
 from agent.sync.link import BackendLink
 
@@ -63,6 +65,10 @@ class Daemon:
         # bytecodes, so it only adds to this set: one that took a lock (Event.set) could
         # deadlock against the very wait it interrupted (seen: a SIGTERM that never stopped).
         self._asked: set[str] = set()
+        self._wake: socket.socket | None = None  # a byte here wakes the main loop (signals, the check)
+        self.integrity = IntegrityCheck(cfg.store.path, lambda: open_reader(cfg.store.path, probe=False),
+                                        self._corrupt)
+        self.exit_code = 0
         self._dump_traffic = False
         self._next_traffic_mono = time.monotonic() + TRAFFIC_DUMP_EVERY_S
 
@@ -81,6 +87,7 @@ class Daemon:
         for sock in (wake_r, wake_w):
             sock.setblocking(False)
         signal.set_wakeup_fd(wake_w.fileno())
+        self._wake = wake_w
         for sig, asked in ((signal.SIGTERM, "stop"), (signal.SIGINT, "stop"),
                            (signal.SIGUSR1, "retry"),  # `laneagent queue retry`
                            (signal.SIGUSR2, "dump")):  # `laneagent diag`
@@ -94,6 +101,7 @@ class Daemon:
         log.info("laneagent %s running: lane %s/%s, %d reader(s), %d back end(s), store %s", __version__,
                  self.cfg.lane.port_code, self.cfg.lane.lane_id, len(self.sessions), len(self.links),
                  self.cfg.store.path)
+        self.integrity.start()  # reads the whole file: after READY, beside the lane
         every = STATUS_EVERY_S if self.watchdog.every_s is None else min(STATUS_EVERY_S, self.watchdog.every_s)
         try:
             while self._turn(wake_r, every):
@@ -103,10 +111,11 @@ class Daemon:
                 self.watchdog.feed()
         finally:
             signal.set_wakeup_fd(-1)
+            self._wake = None
             wake_r.close()
             wake_w.close()
         self.shutdown()
-        return 0
+        return self.exit_code
 
     def _turn(self, wake: socket.socket, every: float) -> bool:
         """Sleep until a signal or `every` s; act on what the signals asked. False: stop."""
@@ -121,10 +130,25 @@ class Daemon:
             self.retry_now()
         if "dump" in asked:
             self._dump_traffic = True
+        if "corrupt" in asked:
+            self.alarms.raise_("database_corrupt", f"{self.cfg.store.path} failed its integrity check "
+                                                   f"({self.integrity.result}); restarting to move it aside")
+            self.exit_code = 1  # systemd restarts the daemon; the start moves the file aside
+            asked.add("stop")
         if "stop" in asked:
             self._asked.add("stop")  # stays asked
             return False
         return True
+
+    def _corrupt(self, detail: str) -> None:
+        """From the integrity check's thread: only note it and wake the main loop."""
+        self._asked.add("corrupt")
+        wake = self._wake
+        if wake is not None:
+            try:
+                wake.send(b"c")
+            except OSError:
+                pass  # the loop is stopping anyway
 
     def shutdown(self) -> None:
         systemd.notify("STOPPING=1")

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from agent.errors import StoreError
+from agent.store import integrity
 from agent.store.schema import migrate
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ PAGE_SIZE = 1024  # for a new main file; see open_writer
 
 
 class CorruptDatabase(StoreError):
-    """PRAGMA quick_check failed, or the file is not a database at all."""
+    """PRAGMA quick_check failed (integrity.py), or the file is not a database at all."""
 
 
 def head_path(path: str) -> str:
@@ -98,6 +99,7 @@ def open_or_recover(path: str) -> tuple[sqlite3.Connection, dict | None]:
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(path + suffix):
                 os.replace(path + suffix, moved + suffix)
+        integrity.checked(path)
         log.error("database %s is corrupt (%s): moved aside to %s, starting a new one", path, e, moved)
         conn = open_writer(path)
         head = recalled_head(path)
@@ -128,10 +130,14 @@ def open_writer(path: str) -> sqlite3.Connection:
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA cache_size = -16384")  # 16 MB: big snapshots hit random index pages
-        check = conn.execute("PRAGMA quick_check").fetchall()
-        if check != [("ok",)]:
-            conn.close()
-            raise CorruptDatabase(f"{path}: integrity check failed: {'; '.join(r[0] for r in check[:3])}")
+        # The full check reads every page: only when the last one failed (integrity.py); the
+        # daemon checks in the background after READY.
+        if integrity.check_at_start(path):
+            check = integrity.quick_check(conn)
+            if check != ["ok"]:
+                conn.close()
+                raise CorruptDatabase(f"{path}: integrity check failed: {'; '.join(check[:3])}")
+            integrity.checked(path)
         migrate(conn)
     except CorruptDatabase:
         raise

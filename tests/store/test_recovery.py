@@ -7,6 +7,9 @@ import sys
 import textwrap
 
 from agent.lane.event import GENESIS, seal
+from agent.store import integrity
+from agent.store.db import open_reader
+from agent.store.integrity import IntegrityCheck
 from agent.store.writer import StoreWriter
 from tests.helpers import ROOT, payloads
 
@@ -25,20 +28,56 @@ def add_events(writer, n):
     return head
 
 
-def test_corrupt_database_is_moved_aside_and_the_seq_continues(tmp_path):
+def corrupt_the_middle(path):
+    """A bad sector in the middle of the file, among the events' pages: SQLite opens the file
+    (the schema and the lane state lie in its first pages); only a full check reads them."""
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.seek(size // 2 // 4096 * 4096)
+        f.write(os.urandom(4096 * 2))
+
+
+def test_a_failed_check_marks_the_file_and_the_next_open_moves_it_aside(tmp_path):
     path = str(tmp_path / "agent.db")
     w = StoreWriter(path)
-    head = add_events(w, 30)
+    head = add_events(w, 300)
     w.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     w.close()
-    with open(path, "r+b") as f:  # a bad sector in the middle of the file
-        f.seek(4096 * 3)
-        f.write(os.urandom(4096 * 2))
+    corrupt_the_middle(path)
+
+    opened = StoreWriter(path)  # the start no longer reads every page: it opens
+    assert opened.recovery is None
+    opened.close()
+    found = []
+    check = IntegrityCheck(path, lambda: open_reader(path, probe=False), found.append)
+    check.start()
+    check.wait(30)
+    assert found and found[0] == check.result != "ok"
+    assert integrity.check_at_start(path)
+
     again = StoreWriter(path)
-    assert again.recovery is not None and again.recovery["continues_at_seq"] == 31
+    assert again.recovery is not None and again.recovery["continues_at_seq"] == 301
     assert os.path.exists(again.recovery["moved_to"])
-    assert again.chain_state() == (31, head)
+    assert again.chain_state() == (301, head)
     assert again.conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    assert not integrity.check_at_start(path)
+    again.close()
+
+
+def test_a_sound_file_passes_and_a_marker_is_cleared_by_a_passing_check(tmp_path):
+    path = str(tmp_path / "agent.db")
+    w = StoreWriter(path)
+    add_events(w, 5)
+    w.close()
+    found = []
+    check = IntegrityCheck(path, lambda: open_reader(path, probe=False), found.append)
+    check.start()
+    check.wait(30)
+    assert (check.result, found) == ("ok", [])
+    integrity.mark_for_check(path, "a check that failed once (a cable, not the file)")
+    again = StoreWriter(path)  # checks first, finds it sound: no recovery, the marker is gone
+    assert again.recovery is None and not integrity.check_at_start(path)
+    assert again.chain_state()[0] == 6
     again.close()
 
 
