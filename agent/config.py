@@ -176,7 +176,12 @@ class Config:
         """Where state that only describes the present lives (DESIGN part 3: not on flash):
         systemd's RuntimeDirectory, /run/laneagent, when the store is the unit's state
         directory and it exists; beside the store otherwise (run by hand, tests). The
-        daemon and the CLI apply the same rule, so both find the same file."""
+        daemon and the CLI apply the same rule, so both find the same file. systemd also names
+        the unit's runtime directory in $RUNTIME_DIRECTORY; where that is set it wins (a unit
+        with a store elsewhere; `RUNTIME_DIRECTORY=... laneagent status` finds its file)."""
+        named = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+        if named:
+            return named
         store_dir = os.path.dirname(os.path.abspath(self.store.path))
         if store_dir == os.path.dirname(DEFAULT_STORE_PATH) and os.path.isdir(RUNTIME_DIR):
             return RUNTIME_DIR

@@ -70,14 +70,15 @@ class ReaderSim:
 
 
 class Agent:
-    def __init__(self, workdir: Path, config: Path):
+    def __init__(self, workdir: Path, config: Path, env: dict | None = None):
         self.workdir, self.config = workdir, config
+        self.env = None if env is None else {**os.environ, **env}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Agent":
         with open(self.workdir / "agent.log", "ab") as log:
             self.proc = subprocess.Popen(agent_cmd(self.config), cwd=ROOT, stdout=log, stderr=log,
-                                         start_new_session=True)
+                                         start_new_session=True, env=self.env)
         return self
 
     def kill(self, sig: int = signal.SIGKILL) -> int:

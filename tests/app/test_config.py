@@ -108,7 +108,8 @@ def test_daemon_refuses_bad_config_without_touching_the_database(tmp_path):
 def test_the_status_file_lives_in_the_runtime_directory_of_the_unit(tmp_path, monkeypatch):
     """DESIGN part 3: state that only describes the present is not on flash. The unit's
     store gets /run/laneagent (RuntimeDirectory=) when it exists; any other store, or no
-    runtime directory, keeps the status file beside the store (run by hand, tests)."""
+    runtime directory, keeps the status file beside the store (run by hand, tests);
+    $RUNTIME_DIRECTORY, where systemd set it, names the directory outright."""
     from agent import config as config_mod
 
     state, run = tmp_path / "var-lib-laneagent", tmp_path / "run-laneagent"
@@ -123,3 +124,7 @@ def test_the_status_file_lives_in_the_runtime_directory_of_the_unit(tmp_path, mo
     assert unit.status_path == str(run / "status.json")
     by_hand = config_mod.parse({**doc, "store": {"path": str(tmp_path / "elsewhere" / "agent.db")}})
     assert by_hand.status_path == str(tmp_path / "elsewhere" / "status.json")
+    # systemd names the unit's runtime directory in the environment; it wins where set
+    monkeypatch.setenv("RUNTIME_DIRECTORY", f"{tmp_path / 'named'}:{tmp_path / 'second'}")
+    assert by_hand.status_path == str(tmp_path / "named" / "status.json")
+    assert unit.status_path == str(tmp_path / "named" / "status.json")
