@@ -151,7 +151,12 @@ class TrafficTap:
         object.__setattr__(self, "traffic", ring)
 
     def read(self) -> bytes:
-        data = self._transport.read()
+        return self._received(self._transport.read())
+
+    def read_available(self) -> bytes:
+        return self._received(self._transport.read_available())
+
+    def _received(self, data: bytes) -> bytes:
         if data:
             self.traffic.record(RX, data)
         return data

@@ -36,7 +36,7 @@ class ChafonSession(ReaderSession):
     def __init__(self, cfg, on_report, on_state, **options):
         super().__init__(cfg, on_report, on_state, **options)
         self.bare = False  # UHFReader18 form: no parameters, one port
-        self._cycle = PollCycle(cfg.antennas, self.round_timeout_s)
+        self._cycle = PollCycle(cfg.antennas, self.round_timeout_s, tags_seen=lambda: self.tags_seen)
         self._power_noted = False
 
     def decode(self, buffer: bytes, final: bool = False) -> tuple[list, bytes]:
@@ -67,7 +67,8 @@ class ChafonSession(ReaderSession):
         if self.bare and len(self.cfg.antennas) > 1:
             log.warning("reader %s: bare inventory reads one port; antennas %s ignored", self.name,
                         list(self.cfg.antennas))
-        self._cycle = PollCycle((1,) if self.bare else self.cfg.antennas, self.round_timeout_s)
+        self._cycle = PollCycle((1,) if self.bare else self.cfg.antennas, self.round_timeout_s,
+                                tags_seen=lambda: self.tags_seen)
 
     def poll(self) -> None:
         now = time.monotonic()

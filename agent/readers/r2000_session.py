@@ -39,7 +39,7 @@ class R2000Session(ReaderSession):
 
     def __init__(self, cfg, on_report, on_state, **options):
         super().__init__(cfg, on_report, on_state, **options)
-        self._cycle = PollCycle(cfg.antennas, self.round_timeout_s)
+        self._cycle = PollCycle(cfg.antennas, self.round_timeout_s, tags_seen=lambda: self.tags_seen)
         self._step = ""  # "antenna" while waiting for set work antenna, "inventory" during a round
         self._warned: set[tuple[int, int]] = set()
 

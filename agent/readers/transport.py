@@ -71,6 +71,15 @@ class SerialTransport:
         # busy line is read in large batches and a quiet one costs one wake-up per timeout.
         return port.read(CHUNK)
 
+    def read_available(self) -> bytes:
+        """What has arrived, as soon as anything has (the first byte waits up to read_timeout):
+        a polled reader's reply is taken when it lands, not after the timeout. A round trip
+        used to cost the whole 20 ms: R2000 reached 35 % of the line."""
+        port = self._port
+        if port is None:
+            raise serial.PortNotOpenError()
+        return port.read(min(CHUNK, max(1, port.in_waiting)))
+
     def wait_readable(self, timeout: float) -> None:
         """Sleep until bytes arrive, `interrupt()` is called or `timeout` passes. Ports without
         a descriptor return at once (their reads keep the short timeout)."""

@@ -62,7 +62,8 @@ def test_ring_is_bounded_under_concurrent_writers():
     assert ring.total_bytes == 3 * 2000 * 37
 
 
-def test_tap_records_a_real_reader_conversation(tmp_path):
+@pytest.mark.parametrize("read", ["read", "read_available"])  # streamed batches; a polled reader's replies
+def test_tap_records_a_real_reader_conversation(tmp_path, read):
     with SimulatedReader("thingmagic") as sim:
         ring = traffic.TrafficRing("booth")
         port = traffic.TrafficTap(SerialTransport(sim.device), ring)
@@ -71,7 +72,7 @@ def test_tap_records_a_real_reader_conversation(tmp_path):
             port.write(tm.build_get_version())
             deadline, got = time.monotonic() + 3, b""
             while time.monotonic() < deadline and len(got) < 27:
-                got += port.read()
+                got += getattr(port, read)()
             assert port.is_open  # everything else passes through
         finally:
             port.close()
