@@ -156,21 +156,22 @@ def lane_config(db: Path, ca_port: int = 1883, us_port: int = 1884) -> config.Co
                       "share": ["tags", "findings", "referral"]}]})
 
 
-def filled_db(path: Path, n: int) -> Path:
-    """A database holding n events owed to both back ends, closed (the outage runs copy it)."""
+def filled_db(path: Path, n: int) -> tuple[Path, int]:
+    """A database holding n events owed to both back ends, closed (each run copies it), and the
+    mean size of a full event. The payloads do not depend on the brokers' ports."""
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = StoreWriter(str(path))
-    fill_backlog(writer, n, lane_config(path))
+    size = fill_backlog(writer, n, lane_config(path))
     writer.close()
-    return path
+    return path, size
 
 
-def beside_bare_paho(tmp: Path, n: int) -> dict:
+def beside_bare_paho(tmp: Path, filled: Path, n: int, size: int) -> dict:
     """Our links + core in this process vs bare paho, on the same two brokers."""
     with Mosquitto(tmp / "ca", persistent=False) as ca, Mosquitto(tmp / "us", persistent=False) as us:
         cfg = lane_config(tmp / "agent.db", ca.port, us.port)
+        shutil.copy(filled, cfg.store.path)
         writer = StoreWriter(cfg.store.path)
-        size = fill_backlog(writer, n, cfg)
         cpu0 = cpu_s()
         baseline = bare_paho([ca, us], n, size)
         bare_cpu = cpu_s() - cpu0
@@ -358,9 +359,10 @@ def run(n: int = 20_000, outage_n: int | None = None) -> dict:
     kill_n = min(outage_n, 10_000)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        figures = beside_bare_paho(tmp, n)
-        filled = filled_db(tmp / "filled" / "agent.db", outage_n)
-        small = filled if kill_n == outage_n else filled_db(tmp / "small" / "agent.db", kill_n)
+        filled, size = filled_db(tmp / "filled" / "agent.db", outage_n)
+        bare, bare_size = (filled, size) if n == outage_n else filled_db(tmp / "bare" / "agent.db", n)
+        figures = beside_bare_paho(tmp, bare, n, bare_size)
+        small = filled if kill_n == outage_n else filled_db(tmp / "small" / "agent.db", kill_n)[0]
         ours, bridge = laneagent_outage(tmp, filled, outage_n, kill=False), bridge_outage(tmp, filled, outage_n,
                                                                                           kill=False)
         figures["outage"] = {"laneagent": ours, "bridge": bridge}
