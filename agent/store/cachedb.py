@@ -118,6 +118,12 @@ class CacheDB:
                 raise
             self.conn.execute("RELEASE cache_item")
 
+    def release_memory(self) -> None:
+        """Hand the page cache back (PRAGMA shrink_memory): indexing a port-sized generation
+        fills it (CACHE_PAGES_KB), and the lane would otherwise hold it until the next snapshot."""
+        with self.lock:
+            self.conn.execute("PRAGMA shrink_memory")
+
     def close(self) -> None:
         with self.lock:
             self.conn.close()

@@ -50,6 +50,7 @@ class CacheWorker:
         try:
             with self.cache_db.transaction(durable):
                 step()
+            self.cache_db.release_memory()
         except BaseException as e:  # handed to the core thread, which decides
             log.exception("cache worker: %s failed", what)
             self._error = e

@@ -299,7 +299,7 @@ def laneagent_outage(tmp: Path, filled: Path, n: int, kill: bool) -> dict:
             time.sleep(1.0)
         cpu0 = proc_cpu_s(daemon.pid)
         back = backends.up()
-        done = backends.wait_done(QUIET_S + n / 500 if kill else DONE_TIMEOUT_S)
+        done = backends.wait_done(QUIET_S + n / 2000 if kill else DONE_TIMEOUT_S)
         cpu = proc_cpu_s(daemon.pid) - cpu0
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
@@ -344,7 +344,7 @@ def bridge_outage(tmp: Path, filled: Path, n: int, kill: bool, autosave_s: int =
             time.sleep(1.0)
         cpu0 = proc_cpu_s(local.proc.pid)
         back = backends.up()
-        done = backends.wait_done(QUIET_S + n / 500 if kill else DONE_TIMEOUT_S)
+        done = backends.wait_done(QUIET_S + n / 2000 if kill else DONE_TIMEOUT_S)
         cpu = proc_cpu_s(local.proc.pid) - cpu0
     finally:
         local.stop()

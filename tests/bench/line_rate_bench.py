@@ -117,7 +117,7 @@ def run(seconds: float | None = None) -> dict:
         journaled = _journaled(rig)
         rows = rig.query("SELECT COUNT(*) FROM reads")[0][0]
         events = rig.query("SELECT COUNT(*) FROM events")[0][0]
-        # The writer's page cache (16 MB, agent/store/db.py) fills as the database grows: its
+        # The writer's page cache (4 MB, agent/store/db.py) fills as the database grows: its
         # size beside the RSS growth tells a filling cache from a leak.
         db_mb = round(sum(p.stat().st_size for p in rig.db_path.parent.glob("agent.db*")) / 2**20, 1)
     window = wall1 - wall0
