@@ -74,6 +74,10 @@ class CacheFeed:
     def busy(self) -> bool:
         return bool(self.queue) or self._garbage or self.worker.busy()
 
+    def loading(self) -> bool:
+        """Cache work queued, or a snapshot between its parts (the link validating the next)."""
+        return self.busy() or bool(self.snapshots.staging)
+
     def recover(self) -> None:
         """At start: a snapshot half staged before a restart is dropped and asked for again, and
         so are sources whose records stayed behind in the main file (`cachedb.move_out_of_main`)."""

@@ -50,7 +50,9 @@ COMMIT_LINGER_S = 0.01
 CACHE_TURN_S = 0.05
 # The core thread makes many short SQLite calls, each giving up the GIL; while a link decodes
 # and validates a snapshot part (pure Python) each call waited up to the default 5 ms for the
-# GIL back. 1 ms bounds that wait; the cost is more frequent switching between busy threads.
+# GIL back. While a snapshot loads (cache work queued, or parts still to come) the switch
+# interval is this short (waits bounded, more switching between busy threads); otherwise
+# Python's own.
 GIL_SWITCH_S = 0.0002
 MAX_BATCH = 5000
 STORE_RETRY_S = 1.0
@@ -88,6 +90,8 @@ class LaneCore:
         self.next_purge_mono = 0.0
         self._retry: list[Pending] = []  # items kept from the last batch (store failure, or a bug)
         self._figures: dict = {"counters": {}, "set_aside": []}
+        self._switch_s = sys.getswitchinterval()  # Python's own, restored once cache work is done
+        self._fast_switch = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="core", daemon=True)
 
@@ -119,7 +123,6 @@ class LaneCore:
         return self._thread.is_alive()
 
     def start(self) -> None:
-        sys.setswitchinterval(GIL_SWITCH_S)
         self.passages.replay(self.wall_ms())
         self.feed.recover()
         self._thread.start()
@@ -174,6 +177,10 @@ class LaneCore:
             self.outage.failed(e, "cache updates")
 
     def _collect(self, wait: bool = True) -> list:
+        loading = self.feed.loading()
+        if loading != self._fast_switch:
+            sys.setswitchinterval(GIL_SWITCH_S if loading else self._switch_s)
+            self._fast_switch = loading
         if self.feed.busy():
             # Cache work fills the commit window; then whatever arrived meanwhile is committed.
             self._cache_work(time.monotonic() + COMMIT_WINDOW_S)

@@ -27,7 +27,8 @@ import time
 
 from agent.errors import ReaderError
 from agent.readers import alien
-from agent.readers.session import PollCycle, ReaderDown, ReaderSession
+from agent.readers.polling import PollCycle
+from agent.readers.session import ReaderDown, ReaderSession
 
 log = logging.getLogger(__name__)
 Message = alien.Message

@@ -20,7 +20,8 @@ import time
 
 from agent.errors import ReaderError
 from agent.readers import chafon
-from agent.readers.session import PollCycle, ReaderSession
+from agent.readers.polling import PollCycle
+from agent.readers.session import ReaderSession
 
 log = logging.getLogger(__name__)
 Cmd, Status = chafon.Cmd, chafon.Status

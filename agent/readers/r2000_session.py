@@ -21,7 +21,8 @@ import time
 
 from agent.errors import ReaderError
 from agent.readers import r2000
-from agent.readers.session import PollCycle, ReaderSession
+from agent.readers.polling import PollCycle
+from agent.readers.session import ReaderSession
 
 log = logging.getLogger(__name__)
 Cmd = r2000.Cmd

@@ -26,6 +26,7 @@ BUSY_TIMEOUT_MS = 5000
 # transaction (a snapshot swap) does not keep a large WAL file on flash for ever.
 WAL_SIZE_LIMIT = 1 << 20
 PAGE_SIZE = 1024  # for a new main file; see open_writer
+READER_CACHE_KB = 1024
 
 
 class CorruptDatabase(StoreError):
@@ -173,6 +174,9 @@ def open_reader(path: str, probe: bool = True) -> sqlite3.Connection:
         raise UnreadableStore(path, str(e)) from e
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Each reading thread keeps its connection (links, status, metrics): 1 MB of page cache
+        # each is plenty for reading the outbox near its end, and caps what they hold.
+        conn.execute(f"PRAGMA cache_size = -{READER_CACHE_KB}")
         if probe:
             conn.execute("SELECT 1 FROM lane_state").fetchone()
     except sqlite3.DatabaseError as e:

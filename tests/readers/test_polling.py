@@ -2,7 +2,7 @@
 turn of the antennas with nothing in the field waits EMPTY_FIELD_PAUSE_S (replies are read
 as they land, so an instant reader would otherwise be polled hundreds of times a second)."""
 
-from agent.readers.session import EMPTY_FIELD_PAUSE_S, PollCycle
+from agent.readers.polling import EMPTY_FIELD_PAUSE_S, PollCycle
 
 
 def run_round(cycle, now, seen, tags):
