@@ -147,6 +147,7 @@ class LaneCore:
                 time.sleep(STORE_RETRY_S)
             self._publish_figures()
             if stopping:
+                sys.setswitchinterval(self._switch_s)  # the interval is the whole process's
                 return
             if self._retry and not self.outage.error:
                 time.sleep(STORE_RETRY_S)  # an item failed: give it a moment, not a busy loop

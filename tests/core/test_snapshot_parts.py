@@ -238,3 +238,36 @@ def test_a_replayed_signed_part_is_refused_and_changes_nothing(lane):
     wait_for(lambda: lane.core.counters["downlink_rejected_replay"] == 1, what="the replay refused")
     assert lane.trips() == ["new-TR1"] and lane.live_seq() == 3
     assert lane.core.counters["cache_duplicates"] == 0 and lane.core.counters["cache_swaps"] == 1
+
+
+def test_the_gil_switch_interval_is_short_only_while_a_snapshot_loads(tmp_path):
+    """While parts are staged the core bounds its GIL waits (loop.GIL_SWITCH_S: the link
+    validating the next part held the core's commits up to 5 ms per SQLite call); once the
+    snapshot is swapped in, and after a stop, the interval is the process's own again."""
+    import sys
+
+    from agent.core.loop import GIL_SWITCH_S
+
+    own = sys.getswitchinterval()
+    assert own > GIL_SWITCH_S
+    lane = Lane(tmp_path)
+    try:
+        lane.send(snap(1, fleet("old", range(1, 3), now_ms())))
+        wait_for(lambda: lane.live_seq() == 1, what="the first snapshot")
+        new = in_parts(2, fleet("new", range(1, 3), now_ms()), 2)
+        lane.send(new[0])
+        wait_for(lambda: lane.core.figures()["cache"]["staging"].get("CA", {}).get("parts_received") == 1,
+                 what="part 1 staged")
+        reads = lane.core.figures()["counters"].get("reads", 0)
+        lane.core.submit_read("booth", TagReport("thingmagic", "C0FFED", 1, rssi=-99), time.monotonic(), now_ms())
+        wait_for(lambda: lane.core.figures()["counters"].get("reads", 0) > reads, what="a loop turn between the parts")
+        assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_S)  # no cache work queued, part 2 still to come
+        lane.send(new[1])
+        wait_for(lambda: lane.live_seq() == 3, what="the swap")
+        lane.core.submit_read("booth", TagReport("thingmagic", "C0FFEE", 1, rssi=-99), time.monotonic(), now_ms())
+        wait_for(lambda: sys.getswitchinterval() == pytest.approx(own), what="the process's own interval back")
+        lane.send(in_parts(4, fleet("next", range(1, 3), now_ms()), 2)[0])
+        wait_for(lambda: sys.getswitchinterval() == pytest.approx(GIL_SWITCH_S), what="short again")
+    finally:
+        lane.stop()
+    assert sys.getswitchinterval() == pytest.approx(own)  # a stop mid-snapshot leaves nothing behind
