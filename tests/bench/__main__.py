@@ -4,6 +4,8 @@ and written to bench-results.json (with the machine, the commit and each baselin
 Each figure is measured beside a baseline in the same run (the machine is noisy, so
 ratios count more than absolute numbers). Nothing here is asserted. `fleet` runs only
 when named (`make fleet`, or ONLY=fleet): it needs a RabbitMQ cluster and about 13 minutes.
+`footprint` runs beside `line_rate` when both are asked for (BESIDE): the whole bench then
+takes about 14 minutes on two cores.
 """
 
 from __future__ import annotations
