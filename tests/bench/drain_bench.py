@@ -33,12 +33,11 @@ import threading
 import time
 from pathlib import Path
 
-import cbor2
 import paho.mqtt.client as mqtt
 
 from agent import config
 from agent.core import LaneCore
-from agent.lane.disclosure import event_for
+from agent.lane.disclosure import view_for
 from agent.lane.event import GENESIS, canonical, seal
 from agent.store.db import open_reader
 from agent.store.outbox import Outbox
@@ -76,9 +75,9 @@ def proc_cpu_s(pid: int) -> float:
 
 
 def fill_backlog(writer: StoreWriter, n: int, cfg: config.Config) -> int:
-    """n sealed events owed to every back end of `cfg`, each with the payload the core
-    stores for it (its sections, its kind: `event_for`); returns the mean size of a
-    full event (the bare-paho baseline publishes that many bytes)."""
+    """n sealed events owed to every back end of `cfg` as the core owes them (a `View`: the
+    payload is cut from the stored event at send time); returns the mean size of a full
+    event (the bare-paho baseline publishes that many bytes)."""
     head = GENESIS
     total = 0
     with writer.transaction():
@@ -88,8 +87,7 @@ def fill_backlog(writer: StoreWriter, n: int, cfg: config.Config) -> int:
                           **SECTIONS_SAMPLE}, head)
             head = event["hash"]
             total += len(canonical(event))
-            writer.add_event(event, {b.name: cbor2.dumps(event_for(event, b, cfg.lane)) for b in cfg.backends},
-                             int(time.time() * 1000))
+            writer.add_event(event, {b.name: view_for(b, cfg.lane) for b in cfg.backends}, int(time.time() * 1000))
     return total // max(n, 1)
 
 
