@@ -2,8 +2,8 @@
 
 Used by the back-end links (on their own read connections) and by `status`. Alerts
 are always offered before events; both oldest first. A delivery row stores no copy
-of the event (schema v2): its payload is the stored event cut by the row's view,
-encoded here, from the same stored bytes every time, so every retry is identical.
+of the event (schema v2): its payload is the stored event cut by the row's view
+(`eventbody.cut`), from the same stored bytes every time, so every retry is identical.
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ from agent.lane.disclosure import View, cut
 from agent.store import eventbody
 
 
-def derived_payload(body: bytes, view: View) -> bytes:
-    """What a back end gets of the stored event `body` (`eventbody`): its sections, its kind."""
+def derived_payload(body: bytes, spans: bytes | None, view: View) -> bytes:
+    """What a back end gets of the stored event `body`: its sections, its kind. An event
+    stored before schema v3 has no spans and is decoded, cut and encoded again, as it was."""
+    if spans is not None:
+        return eventbody.cut(body, spans, view)
     return cbor2.dumps(cut(eventbody.load(body), view))
 
 
@@ -29,22 +32,29 @@ def view_sections(text: str) -> tuple[str, ...]:
 class Outbox:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
+        self._views: dict[int, View] = {}  # outbox_views rows never change once written
 
     def pending(self, backend: str, item_type: str, after_id: int, limit: int) -> list[tuple[int, bytes]]:
         """Undelivered items of one type after `after_id`, oldest first, with the exact payload owed."""
-        source = "events i ON i.seq = d.item_id" if item_type == "event" else "alerts i ON i.id = d.item_id"
+        if item_type == "event":
+            source, spans = "events i ON i.seq = d.item_id", "i.spans"
+        else:
+            source, spans = "alerts i ON i.id = d.item_id", "NULL"
         rows = self.conn.execute(
-            f"SELECT d.item_id, d.payload, d.view, v.kind, v.sections, i.body "
+            f"SELECT d.item_id, d.payload, d.view, v.kind, v.sections, i.body, {spans} "
             "FROM deliveries d INDEXED BY deliveries_pending "
             f"LEFT JOIN outbox_views v ON v.id = d.view LEFT JOIN {source} "
             "WHERE d.item_type = ? AND d.item_id > ? AND d.backend = ? AND d.delivered_ms IS NULL "
             "ORDER BY d.item_id LIMIT ?", (item_type, after_id, backend, limit)).fetchall()
         out = []
-        for item_id, payload, view, kind, sections, body in rows:
+        for item_id, payload, view, kind, sections, body, spans in rows:
             if payload is None and view is not None:
                 if kind is None or body is None:  # never send the whole event for want of its view
                     raise sqlite3.IntegrityError(f"{item_type} {item_id} for {backend}: its view or event is missing")
-                payload = derived_payload(body, View(kind, view_sections(sections)))
+                cut_by = self._views.get(view)
+                if cut_by is None:
+                    cut_by = self._views[view] = View(kind, view_sections(sections))
+                payload = derived_payload(body, spans, cut_by)
             elif payload is None:
                 payload = body  # an alert: the same body to every back end
             out.append((item_id, payload))

@@ -20,7 +20,6 @@ from agent.store import cache, cachedb, eventbody, retention
 from agent.store.cache import ApplyResult, CacheView, apply_delta
 from agent.store.cachegen import CacheGenerations, apply_cache_message
 from agent.store.db import chain_state, checkpoint, immediate, open_or_recover, remember_head
-from agent.store.outbox import derived_payload
 
 
 class StoreWriter:
@@ -130,16 +129,18 @@ class StoreWriter:
         if missing:
             raise ValueError(f"event seq {event.get('seq')}: no payload for back end(s) {', '.join(missing)}")
         # The full record, canonical CBOR (RFC 8949 core deterministic) as `verify` reads it, deflated.
-        body = eventbody.pack(event)
+        body, spans = eventbody.pack(event)
         self.conn.execute(
-            "INSERT INTO events(seq, event_id, created_ms, started_ms, ended_ms, hash, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (event["seq"], event["event_id"], now_ms, event["started_ms"], event["ended_ms"], event["hash"], body))
+            "INSERT INTO events(seq, event_id, created_ms, started_ms, ended_ms, hash, body, spans) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (event["seq"], event["event_id"], now_ms, event["started_ms"], event["ended_ms"], event["hash"], body,
+             spans))
         self.conn.execute("UPDATE lane_state SET next_seq = ?, head_hash = ? WHERE id = 1",
                           (event["seq"] + 1, event["hash"]))
         rows = []
         for b, p in owed.items():
             if isinstance(p, View):  # encoded now only for its size (the backlog figures)
-                rows.append((b, event["seq"], len(derived_payload(body, p)), now_ms, self._view_id(p), None))
+                rows.append((b, event["seq"], len(eventbody.cut(body, spans, p)), now_ms, self._view_id(p), None))
             else:
                 rows.append((b, event["seq"], len(p), now_ms, None, bytes(p)))
         self.conn.executemany(

@@ -2,11 +2,13 @@
 to v2 without losing an owed event, and the migration mechanism runs a later step."""
 
 import sqlite3
+import zlib
 
 import cbor2
 import pytest
 from sqlite_utils import Database
 
+from agent.lane.disclosure import View, cut
 from agent.store import schema
 from agent.store.db import open_reader, open_writer
 from agent.store.outbox import Outbox
@@ -20,8 +22,8 @@ TABLES = {"reads", "events", "alerts", "deliveries", "outbox_views", "lane_state
 def test_a_fresh_database_gets_the_current_version(tmp_path):
     conn = open_writer(str(tmp_path / "agent.db"))
     db = Database(conn, recursive_triggers=False, execute_plugins=False)
-    assert schema.SCHEMA_VERSION == 2
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert schema.SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     assert set(db.table_names()) == TABLES
     assert db["deliveries"].columns_dict == {"item_type": str, "item_id": int, "backend": str, "bytes": int,
                                              "created_ms": int, "attempts": int, "delivered_ms": int,
@@ -74,7 +76,7 @@ def test_a_v1_database_is_upgraded_without_losing_an_owed_event(tmp_path):
     writer = StoreWriter(path)  # opening it migrates, as the daemon does at start
     try:
         conn = writer.conn
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
         outbox = Outbox(open_reader(path))
         # What was owed is still owed, with v1's exact bytes (nothing re-encoded).
         assert outbox.pending("cbsa", "event", 0, 10) == [(3, b"v1 bytes of e3 for cbsa" * 40)]
@@ -99,6 +101,33 @@ def test_a_v1_database_is_upgraded_without_losing_an_owed_event(tmp_path):
         writer.close()
 
 
+def test_events_stored_before_v3_are_still_cut_as_they_were(tmp_path):
+    """A v2 file's events have no spans: their payloads are decoded, cut and encoded as v2
+    did, so what was owed (and counted) before the upgrade is sent byte for byte the same."""
+    path = str(tmp_path / "agent.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    schema.migrate(conn, schema.STEPS[:2])
+    event = {"seq": 1, "event_id": "e1", "started_ms": 1, "ended_ms": 2, "hash": "h", "v": 1,
+             "tags": [{"epc": "E1", "rssi_max": -48.5}], "driver": [{"id": "D1"}]}
+    body = zlib.compress(cbor2.dumps(event, canonical=True), 1)
+    conn.execute("INSERT INTO events(seq, event_id, created_ms, started_ms, ended_ms, hash, body) "
+                 "VALUES (1, 'e1', 1, 1, 2, 'h', ?)", (body,))
+    conn.execute("INSERT INTO outbox_views(id, kind, sections) VALUES (1, 'exit', 'tags')")
+    v2_payload = cbor2.dumps(cut(event, View("exit", ("tags",))))
+    conn.execute("INSERT INTO deliveries(item_type, item_id, backend, bytes, created_ms, view) "
+                 "VALUES ('event', 1, 'cbp', ?, 1, 1)", (len(v2_payload),))
+    conn.close()
+    writer = StoreWriter(path)
+    try:
+        assert writer.conn.execute("SELECT spans FROM events").fetchall() == [(None,)]
+        outbox = Outbox(open_reader(path))
+        assert outbox.pending("cbp", "event", 0, 10) == [(1, v2_payload)]
+        outbox.conn.close()
+    finally:
+        writer.close()
+
+
 def test_the_migration_mechanism_runs_a_next_step_with_transform(tmp_path):
     path = str(tmp_path / "agent.db")
     w = StoreWriter(path)
@@ -111,14 +140,14 @@ def test_the_migration_mechanism_runs_a_next_step_with_transform(tmp_path):
         db["alerts"].create_index(["kind"], index_name="alerts_by_kind")
 
     conn = sqlite3.connect(path, isolation_level=None)
-    assert schema.migrate(conn, [*schema.STEPS, v2]) == 2
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert schema.migrate(conn, [*schema.STEPS, v2]) == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
     db = Database(conn, recursive_triggers=False, execute_plugins=False)
     assert db["alerts"].columns_dict["recorded_ms"] is int and "created_ms" not in db["alerts"].columns_dict
     assert db["alerts"].columns_dict["kind"] is bytes
     assert [(r["alert_id"], r["recorded_ms"]) for r in db["alerts"].rows] == [("a-1", 1_000)]  # data kept
     assert {"alerts_by_kind", "alerts_alert_id"} <= {i.name for i in db["alerts"].indexes}
-    assert schema.migrate(conn, [*schema.STEPS, v2]) == 3  # nothing left to do
+    assert schema.migrate(conn, [*schema.STEPS, v2]) == 4  # nothing left to do
     conn.close()
 
 
@@ -133,7 +162,7 @@ def test_a_failing_step_leaves_the_previous_version_intact(tmp_path):
     conn = sqlite3.connect(path, isolation_level=None)
     with pytest.raises(RuntimeError, match="power cut"):
         schema.migrate(conn, [*schema.STEPS, broken])
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     assert "created_ms" in Database(conn, recursive_triggers=False, execute_plugins=False)["alerts"].columns_dict
     conn.close()
 
