@@ -31,7 +31,7 @@ from agent.sync.figures import LinkFigures
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
-INFLIGHT_WINDOW = 64  # unacked publishes per back end; paho's own limit is set to match
+INFLIGHT_WINDOW = 64  # unacked publishes per back end, bounded by the drain (paho's own bound is off)
 CONNACK_TIMEOUT_S = 10.0
 BACKOFF_MULTIPLIER_S = 0.5
 BACKOFF_MAX_S = 60.0
@@ -74,8 +74,13 @@ class Connection:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
                              clean_session=None if v5 else False, reconnect_on_failure=False)
-        client.max_inflight_messages_set(INFLIGHT_WINDOW)
+        # The drain keeps its own window (INFLIGHT_WINDOW). paho's bound, when set, walks every
+        # message in flight on each PUBACK, looking for one to send: a tenth of a drain's CPU.
+        client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
+        # Publishes are queued and written by the link's `pump` once per turn (paho's external
+        # loop API), not one send() each from inside publish().
+        client.on_socket_register_write = lambda *_: None
         will = cbor2.dumps({"v": 1, "type": "status", "state": "offline", "port": cfg.lane.port_code,
                             "lane": cfg.lane.lane_id})
         client.will_set(f"{self.base}/status", will, qos=1, retain=True)

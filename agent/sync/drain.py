@@ -48,6 +48,7 @@ class Drain:
         self._fetched = {"alert": deque(), "event": deque()}  # read after the cursor, not yet published
         self._more = {"alert": True, "event": True}  # the outbox may hold rows after what was read
         self._delivered: list[ItemRef] = []  # PUBACKed, not yet handed to the core
+        self._acks_unreported = 0  # PUBACKs of this turn, not yet in the figures
         self._marked_mono = 0.0  # when they were last handed over
         self._tokens = 0.0
         self._tokens_mono = time.monotonic()
@@ -146,7 +147,7 @@ class Drain:
             self._rewind(item_type, item_id - 1)
             self._hold_until = time.monotonic() + REFUSED_HOLD_S
             return
-        self.figures.acked()
+        self._acks_unreported += 1
         trace.emit("puback", (self.backend.name, item_type, item_id))
         if item_type == "event" and self.backend.require_ack:
             self._awaiting_ack[item_id] = time.monotonic()
@@ -156,7 +157,11 @@ class Drain:
     def take_delivered(self, now: float) -> tuple[ItemRef, ...]:
         """The items PUBACKed since the last hand-over, to be given to the core in one message:
         at most every MARK_EVERY_S, or once MARK_BATCH are waiting. One message per PUBACK made
-        the core run a savepoint and an UPDATE per PUBACK while draining."""
+        the core run a savepoint and an UPDATE per PUBACK while draining. Called every turn:
+        the PUBACKs of the turn go into the figures here, together."""
+        if self._acks_unreported:
+            self.figures.acked(self._acks_unreported)
+            self._acks_unreported = 0
         if not self._delivered or (len(self._delivered) < MARK_BATCH and now < self._marked_mono + MARK_EVERY_S):
             return ()
         items, self._delivered, self._marked_mono = tuple(self._delivered), [], now

@@ -53,20 +53,21 @@ class LinkFigures:
         with self._lock:
             self._node, self._unreachable = in_use, list(unreachable)
 
-    def published(self) -> None:
+    def published(self, count: int = 1) -> None:
         with self._lock:
-            self._published += 1
+            self._published += count
 
-    def acked(self) -> None:
+    def acked(self, count: int = 1) -> None:
+        """`count` PUBACKs, just now (the drain reports those of one turn together)."""
         now = time.monotonic()
         second = int(now)
         slot = second % RATE_WINDOW_S
         with self._lock:
-            self._acked += 1
+            self._acked += count
             self._last_puback_ms = int(time.time() * 1000)
             if self._ack_second[slot] != second:
                 self._ack_second[slot], self._ack_count[slot] = second, 0
-            self._ack_count[slot] += 1
+            self._ack_count[slot] += count
 
     def turn(self, inflight: int) -> None:
         """One turn of the link's loop: it is alive, and this many items are in flight."""

@@ -134,8 +134,8 @@ class BackendLink:
                 if self._wake.take():
                     drain.committed()
                 continue
-            pump(client, self._wake, timeout)
-            if self._wake.take():  # taken before the outbox is read: a later commit wakes the next turn
+            if pump(client, self._wake, timeout) and self._wake.take():
+                # taken before the outbox is read: a later commit wakes the next turn
                 drain.committed()
             delivered = drain.take_delivered(now=time.monotonic())
             if delivered:
@@ -179,6 +179,8 @@ class BackendLink:
             self._submit(Delivered(self.backend.name, marks))
 
     def _send_control(self) -> None:
+        if self._control.empty():  # most turns: no exception raised and caught each time
+            return
         while True:
             try:
                 topic, payload = self._control.get_nowait()

@@ -53,26 +53,30 @@ class Wakeup:
     __del__ = close  # a link made but never started (tests, a failed start) leaves no open socket
 
 
-def pump(client: mqtt.Client, wakeup: Wakeup, timeout: float) -> None:
+def pump(client: mqtt.Client, wakeup: Wakeup, timeout: float) -> bool:
     """Wait up to `timeout` for the socket (or the wake-up), then read, write, keep alive.
+    False when the wake-up was seen not set (no need to `take` it: a drain turn sees its
+    socket far more often than a commit).
 
     What paho's `loop()` does, with our wake-up in the select set; a dropped connection is
     handled inside paho (on_disconnect), as with `loop()`."""
     sock = client.socket()
     if sock is None:
         wakeup.wait(timeout)
-        return
+        return True
     if getattr(sock, "pending", None) and sock.pending():  # TLS bytes already decrypted
         timeout = 0.0
     try:
         readable, writable, _ = select.select([sock, wakeup], [sock] if client.want_write() else [], [],
                                               max(0.0, timeout))
     except (ValueError, OSError):  # closed under us (a disconnect): paho's next call says so
-        readable, writable = [], []
+        readable, writable = [wakeup], []
+    woken = wakeup in readable
     if sock in readable or (getattr(sock, "pending", None) and sock.pending()):
         if client.loop_read() or client.socket() is None:
-            return
+            return woken
     if client.want_write() or sock in writable:
         if client.loop_write() or client.socket() is None:
-            return
+            return woken
     client.loop_misc()
+    return woken
