@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 from pathlib import Path
 
-from simulators.reader.runner import MODELS, SimulatedReader
+from simulators.reader.runner import MODELS, SimulatedReader, until_signalled
 from simulators.scenario import ScenarioError, load_scenario
 
 
@@ -35,9 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as e:
         print(f"reader_farm: {e}", file=sys.stderr)
         return 2
-    done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
+    done = until_signalled()
     args.link_dir.mkdir(parents=True, exist_ok=True)
     readers: dict[str, SimulatedReader] = {}
     try:

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 
-from simulators.reader.runner import MODELS, SimulatedReader
+from simulators.reader.runner import MODELS, SimulatedReader, until_signalled
 from simulators.scenario import ScenarioError, load_scenario
 
 EXAMPLE = """examples:
@@ -82,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as e:
         print(f"simulators.reader: {e}", file=sys.stderr)
         return 2
-    done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
+    done = until_signalled()
     sim = SimulatedReader(args.dialect, scenario, link=args.link, reboot_at=args.reboot_at, noise=args.noise,
                           corrupt=args.corrupt, split=args.split, stall_s=args.stall, stall_at=args.stall_at,
                           unplug_at=args.unplug_at, replug_after=args.replug_after, baudrate=args.baudrate,

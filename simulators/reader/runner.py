@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 import threading
 import time
 from collections import Counter, deque
@@ -40,6 +41,14 @@ log = logging.getLogger(__name__)
 MODELS = {"thingmagic": ThingMagicModel, "r2000": R2000Model, "alien": AlienModel, "chafon": ChafonModel}
 TICK_S = 0.05  # longest the loop sleeps, so stop() and injected bytes are handled promptly
 INF = float("inf")
+
+
+def until_signalled() -> threading.Event:
+    """An event set by SIGTERM or SIGINT: a simulator process waits on it, then closes its ptys."""
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    return done
 
 
 class Tally:
