@@ -40,6 +40,7 @@ class Drain:
     def __init__(self, cfg: Config, backend: BackendConfig, client: mqtt.Client, figures: LinkFigures):
         self.backend, self.client, self.figures = backend, client, figures
         self.base = cfg.base_topic(backend)
+        self._topic = {item_type: f"{self.base}/{topic}" for item_type, topic in TOPICS}
         self.store_path = cfg.store.path
         self.inflight: dict[int, tuple[str, int]] = {}  # mid -> (item_type, item_id)
         self._inflight_items: set[tuple[str, int]] = set()  # the same items, to skip re-offered ones
@@ -107,8 +108,8 @@ class Drain:
             self._tokens = min(burst, self._tokens + (now - self._tokens_mono) * self.backend.max_rate)
             self._tokens_mono = now
             room = min(room, int(self._tokens))
-        for item_type, topic in TOPICS:
-            fetched = self._fetched[item_type]
+        for item_type, _ in TOPICS:
+            fetched, topic = self._fetched[item_type], self._topic[item_type]
             while room > 0:
                 if not fetched:
                     if not self._more[item_type]:
@@ -122,7 +123,7 @@ class Drain:
                 self._cursor[item_type] = item_id
                 if (item_type, item_id) in self._inflight_items:
                     continue  # re-offered while paho still holds it
-                info = self.client.publish(f"{self.base}/{topic}", payload, qos=1)
+                info = self.client.publish(topic, payload, qos=1)
                 if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_QUEUE_SIZE):
                     self.figures.error(f"publish failed: {mqtt.error_string(info.rc)}")
                     self._rewind(item_type, item_id - 1)
