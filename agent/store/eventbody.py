@@ -7,7 +7,8 @@ stored before (schema v1) is plain canonical CBOR, which always starts with a ma
 header (0xa0-0xbf), never with zlib's 0x78, so both read back the same way.
 
 Beside the body, its `spans` (schema v3): where each entry a back end may be denied (a
-section, or any key that is not always sent) lies in the canonical bytes. A back end's
+section, or any key that is not always sent) lies in the canonical bytes; the entry's own
+key, read there, says which it is. A back end's
 payload is then those bytes with the denied entries left out and its `kind` added:
 slices joined, nothing decoded or encoded. Decoding and re-encoding each event for each
 back end cost more CPU than paho's publish itself while draining a backlog (`drain`).
@@ -15,6 +16,7 @@ back end cost more CPU than paho's publish itself while draining a backlog (`dra
 
 from __future__ import annotations
 
+import functools
 import zlib
 
 import cbor2
@@ -27,18 +29,22 @@ _KIND_KEY = cbor2.dumps("kind")
 
 
 def pack(event: dict) -> tuple[bytes, bytes]:
-    """(body, spans) of a sealed event: the deflated canonical CBOR, and where its deniable entries lie."""
+    """(body, spans) of a sealed event: the deflated canonical CBOR, and where its deniable
+    entries lie: for each, its distance from the end of the one before (or of the map's
+    header) and its length, key and value. About 35 bytes: a larger row would spill the
+    body into an overflow page of the journal's 1 KB pages, a page more to write per event."""
     # Canonical order (RFC 8949 core deterministic) is the bytewise order of the encoded keys;
     # encoding entry by entry gives the same bytes as encoding the map, and each entry's place.
     entries = sorted((cbor2.dumps(key, canonical=True), cbor2.dumps(value, canonical=True), key)
                      for key, value in event.items())
     parts = [_map_header(len(entries))]
-    at = len(parts[0])
+    at = last_end = len(parts[0])
     spans = []
     for key_bytes, value_bytes, key in entries:
         end = at + len(key_bytes) + len(value_bytes)
         if key not in ALWAYS_SENT or key == "kind":
-            spans += (key, at, end)
+            spans += (at - last_end, end - at)
+            last_end = end
         parts += (key_bytes, value_bytes)
         at = end
     return zlib.compress(b"".join(parts), 1), cbor2.dumps(spans)
@@ -58,16 +64,32 @@ def cut(stored: bytes, spans: bytes, view: View) -> bytes:
     `view` and its kind, as CBOR (the entries in canonical order, `kind` last)."""
     whole = canonical_bytes(stored)
     count, at = _read_map_header(whole)
-    flat = cbor2.loads(spans)  # key, start, end, key, start, end...
+    keep = _encoded_keys(view.sections)
     pieces = []
-    for i in range(0, len(flat), 3):
-        if flat[i] in view.sections:
+    end = at
+    steps = iter(cbor2.loads(spans))
+    for gap, length in zip(steps, steps):
+        start = end + gap
+        end = start + length
+        if _key_at(whole, start) in keep:
             continue
-        pieces.append(whole[at:flat[i + 1]])
-        at = flat[i + 2]
+        pieces.append(whole[at:start])
+        at = end
         count -= 1
     pieces += (whole[at:], _KIND_KEY, cbor2.dumps(view.kind))
     return _map_header(count + 1) + b"".join(pieces)
+
+
+@functools.lru_cache(maxsize=64)
+def _encoded_keys(sections: tuple[str, ...]) -> frozenset[bytes]:
+    return frozenset(cbor2.dumps(name) for name in sections)
+
+
+def _key_at(whole: bytes, start: int) -> bytes:
+    """The encoded key of the entry at `start`: a text key of under 24 bytes, as every
+    section's is; any other key reads as b"", which no view names."""
+    first = whole[start]
+    return whole[start:start + 1 + first - 0x60] if 0x60 <= first < 0x78 else b""
 
 
 def _map_header(count: int) -> bytes:

@@ -8,6 +8,7 @@ of the event (schema v2): its payload is the stored event cut by the row's view
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 
@@ -16,12 +17,18 @@ import cbor2
 from agent.lane.disclosure import View, cut
 from agent.store import eventbody
 
+log = logging.getLogger(__name__)
+
 
 def derived_payload(body: bytes, spans: bytes | None, view: View) -> bytes:
     """What a back end gets of the stored event `body`: its sections, its kind. An event
-    stored before schema v3 has no spans and is decoded, cut and encoded again, as it was."""
+    stored before schema v3 has no spans and is decoded, cut and encoded again, as it was;
+    so is one whose spans do not fit its body (a damaged row is still delivered)."""
     if spans is not None:
-        return eventbody.cut(body, spans, view)
+        try:
+            return eventbody.cut(body, spans, view)
+        except (cbor2.CBORDecodeError, ValueError, TypeError, IndexError) as e:
+            log.warning("a stored event's spans do not fit its body (%s): decoding it instead", e)
     return cbor2.dumps(cut(eventbody.load(body), view))
 
 

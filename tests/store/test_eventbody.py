@@ -8,6 +8,7 @@ from agent.config import SECTIONS
 from agent.lane.disclosure import View, cut
 from agent.lane.event import GENESIS, seal
 from agent.store import eventbody
+from agent.store.outbox import derived_payload
 
 
 def sealed(**extra) -> dict:
@@ -48,3 +49,13 @@ def test_keys_that_are_not_always_sent_go_only_with_a_section_that_names_them():
 def test_a_body_that_is_not_a_small_map_is_refused():
     with pytest.raises(ValueError, match="not a CBOR map"):
         eventbody.cut(cbor2.dumps([1, 2]), cbor2.dumps([]), View("entry", ()))
+
+
+@pytest.mark.parametrize("spans", [cbor2.dumps(["tags", 1, 2]), cbor2.dumps([5000, 10]), b"\xff"])
+def test_spans_that_do_not_fit_the_body_are_not_trusted(spans, caplog):
+    # A damaged row is still delivered, cut from the decoded event, and the log says so.
+    event = sealed()
+    body, _ = eventbody.pack(event)
+    view = View("exit", ("tags",))
+    assert cbor2.loads(derived_payload(body, spans, view)) == cut(event, view)
+    assert "do not fit" in caplog.text
