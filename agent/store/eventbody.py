@@ -8,9 +8,8 @@ header (0xa0-0xbf), never with zlib's 0x78, so both read back the same way.
 
 Beside the body, its `spans` (schema v3): where each entry a back end may be denied (a
 section, or any key that is not always sent) lies in the canonical bytes; the entry's own
-key, read there, says which it is. A back end's
-payload is then those bytes with the denied entries left out and its `kind` added:
-slices joined, nothing decoded or encoded. Decoding and re-encoding each event for each
+key, read there, says which it is. A back end's payload is then those bytes with the
+denied entries left out and its `kind` added: slices joined, nothing decoded or encoded. Decoding and re-encoding each event for each
 back end cost more CPU than paho's publish itself while draining a backlog (`drain`).
 """
 
@@ -31,8 +30,7 @@ _KIND_KEY = cbor2.dumps("kind")
 def pack(event: dict) -> tuple[bytes, bytes]:
     """(body, spans) of a sealed event: the deflated canonical CBOR, and where its deniable
     entries lie: for each, its distance from the end of the one before (or of the map's
-    header) and its length, key and value. About 35 bytes: a larger row would spill the
-    body into an overflow page of the journal's 1 KB pages, a page more to write per event."""
+    header) and its length, key and value. About 27 bytes (with the key names, 113)."""
     # Canonical order (RFC 8949 core deterministic) is the bytewise order of the encoded keys;
     # encoding entry by entry gives the same bytes as encoding the map, and each entry's place.
     entries = sorted((cbor2.dumps(key, canonical=True), cbor2.dumps(value, canonical=True), key)

@@ -20,6 +20,7 @@ from agent.store import cache, cachedb, eventbody, retention
 from agent.store.cache import ApplyResult, CacheView, apply_delta
 from agent.store.cachegen import CacheGenerations, apply_cache_message
 from agent.store.db import chain_state, checkpoint, immediate, open_or_recover, remember_head
+from agent.store.outbox import derived_payload
 
 
 class StoreWriter:
@@ -140,7 +141,7 @@ class StoreWriter:
         rows = []
         for b, p in owed.items():
             if isinstance(p, View):  # encoded now only for its size (the backlog figures)
-                rows.append((b, event["seq"], len(eventbody.cut(body, spans, p)), now_ms, self._view_id(p), None))
+                rows.append((b, event["seq"], len(derived_payload(body, spans, p)), now_ms, self._view_id(p), None))
             else:
                 rows.append((b, event["seq"], len(p), now_ms, None, bytes(p)))
         self.conn.executemany(

@@ -39,8 +39,8 @@ FETCH = 256  # rows per outbox read: ~300 KB of payloads at most, held until pub
 class Drain:
     def __init__(self, cfg: Config, backend: BackendConfig, client: mqtt.Client, figures: LinkFigures):
         self.backend, self.client, self.figures = backend, client, figures
-        self.base = cfg.base_topic(backend)
-        self._topic = {item_type: f"{self.base}/{topic}" for item_type, topic in TOPICS}
+        base = cfg.base_topic(backend)
+        self._topic = {item_type: f"{base}/{topic}" for item_type, topic in TOPICS}
         self.store_path = cfg.store.path
         self.inflight: dict[int, tuple[str, int]] = {}  # mid -> (item_type, item_id)
         self._inflight_items: set[tuple[str, int]] = set()  # the same items, to skip re-offered ones

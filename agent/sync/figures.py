@@ -53,9 +53,9 @@ class LinkFigures:
         with self._lock:
             self._node, self._unreachable = in_use, list(unreachable)
 
-    def published(self, count: int = 1) -> None:
+    def published(self) -> None:
         with self._lock:
-            self._published += count
+            self._published += 1
 
     def acked(self, count: int = 1) -> None:
         """`count` PUBACKs, just now (the drain reports those of one turn together)."""
