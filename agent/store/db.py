@@ -54,11 +54,33 @@ def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
 
 
-def remember_head(path: str, next_seq: int, head_hash: str) -> None:
-    tmp = head_path(path) + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"next_seq": next_seq, "head_hash": head_hash}, f)
-    os.replace(tmp, head_path(path))
+HEAD_RECORD_BYTES = 128  # the JSON padded with spaces: every write the same length
+
+
+class HeadFile:
+    """The chain head copied beside the database after each event, rewritten in place.
+
+    A new file per event (write a temporary, rename it) cost a fresh 4 KB page and inode
+    on flash for each truck; rewritten in place the page stays dirty in the page cache
+    and reaches the disk about once per writeback interval. One write of 128 bytes sits in
+    one sector; a torn or half-written record reads as no head (`recalled_head`), as a
+    missing file does."""
+
+    def __init__(self, path: str):
+        self.path = head_path(path)
+        self._fd: int | None = None
+
+    def write(self, next_seq: int, head_hash: str) -> None:
+        record = json.dumps({"next_seq": next_seq, "head_hash": head_hash}).encode()
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.ftruncate(self._fd, HEAD_RECORD_BYTES)  # an older, longer file, or a new one
+        os.pwrite(self._fd, record.ljust(HEAD_RECORD_BYTES), 0)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def recalled_head(path: str) -> tuple[int, str] | None:

@@ -19,13 +19,14 @@ from agent.lane.disclosure import View
 from agent.store import cache, cachedb, eventbody, retention
 from agent.store.cache import ApplyResult, CacheView, apply_delta
 from agent.store.cachegen import CacheGenerations, apply_cache_message
-from agent.store.db import chain_state, checkpoint, immediate, open_or_recover, remember_head
+from agent.store.db import HeadFile, chain_state, checkpoint, immediate, open_or_recover
 from agent.store.outbox import derived_payload
 
 
 class StoreWriter:
     def __init__(self, path: str):
         self.path = path
+        self._head = HeadFile(path)  # the chain head beside the database, for recovery
         self.conn, self.recovery = open_or_recover(path)
         self.cache_db = cachedb.CacheDB(path)
         # Sources whose records were in the main file (before the cache had its own): to resync.
@@ -82,6 +83,7 @@ class StoreWriter:
         leaves one file and the next start replays nothing."""
         checkpoint(self.conn)
         self.conn.close()
+        self._head.close()
         for conn in self._lookups:
             conn.close()
         self.cache_db.close()
@@ -114,7 +116,7 @@ class StoreWriter:
     def remember_head(self) -> None:
         """Copy the chain head beside the database (outside it), for recovery from corruption."""
         try:
-            remember_head(self.path, *self.chain_state())
+            self._head.write(*self.chain_state())
         except OSError:
             pass  # a convenience for a rare disaster; the database is the record
 

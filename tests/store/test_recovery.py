@@ -8,7 +8,7 @@ import textwrap
 
 from agent.lane.event import GENESIS, seal
 from agent.store import integrity
-from agent.store.db import open_reader
+from agent.store.db import HeadFile, head_path, open_reader, recalled_head
 from agent.store.integrity import IntegrityCheck
 from agent.store.writer import StoreWriter
 from tests.helpers import ROOT, payloads
@@ -62,6 +62,23 @@ def test_a_failed_check_marks_the_file_and_the_next_open_moves_it_aside(tmp_path
     assert again.conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
     assert not integrity.check_at_start(path)
     again.close()
+
+
+def test_the_head_is_rewritten_in_place_and_a_torn_record_reads_as_none(tmp_path):
+    path = str(tmp_path / "agent.db")
+    with open(head_path(path), "w") as f:  # an older release's file: a longer record than ours
+        f.write('{"next_seq": 7, "head_hash": "' + "b" * 64 + '", "note": "' + "x" * 200 + '"}')
+    head = HeadFile(path)
+    head.write(8, "a" * 64)
+    inode = os.stat(head_path(path)).st_ino
+    head.write(9, "c" * 64)
+    assert recalled_head(path) == (9, "c" * 64)
+    assert os.stat(head_path(path)).st_ino == inode  # one file, rewritten: no new page per event
+    assert os.path.getsize(head_path(path)) == 128
+    head.close()
+    with open(head_path(path), "r+b") as f:  # a write cut short by a power cut
+        f.write(b'{"next_seq": 10, "head_h')
+    assert recalled_head(path) is None
 
 
 def test_a_sound_file_passes_and_a_marker_is_cleared_by_a_passing_check(tmp_path):
