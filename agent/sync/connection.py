@@ -27,6 +27,7 @@ from agent import __version__
 from agent.config import BackendConfig, Config
 from agent.sync import tls as tls_policy
 from agent.sync.figures import LinkFigures
+from agent.sync.wire import TurnClient
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Connection:
     def _make_client(self, cfg: Config) -> mqtt.Client:
         backend = self.backend
         v5 = backend.mqtt_version == "5"
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+        client = TurnClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
                              clean_session=None if v5 else False, reconnect_on_failure=False)
         # The drain keeps its own window (INFLIGHT_WINDOW). paho's bound, when set, walks every
@@ -79,7 +80,7 @@ class Connection:
         client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
         # Publishes are queued and written by the link's `pump` once per turn (paho's external
-        # loop API), not one send() each from inside publish().
+        # loop API), not one send() each from inside publish(), and in one send() (wire.py).
         client.on_socket_register_write = lambda *_: None
         will = cbor2.dumps({"v": 1, "type": "status", "state": "offline", "port": cfg.lane.port_code,
                             "lane": cfg.lane.lane_id})

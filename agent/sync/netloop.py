@@ -4,8 +4,9 @@ paho's `loop(timeout)` can only be woken by paho itself, so a link used to poll 
 10 ms to notice commits and control messages (issue 13: ~130 wake-ups/s per idle link).
 Here the thread sleeps in one select() on paho's socket and a `Wakeup` socketpair that
 other threads write a byte to, then drives paho through its public external-loop API
-(`loop_read`, `loop_write`, `loop_misc`). The caller bounds the wait by the timers it
-needs (keep-alive, rate limit, retries, health).
+(`loop_read`, `loop_write`, `loop_misc`), its writes gathered into one send() per turn
+(`wire.py`). The caller bounds the wait by the timers it needs (keep-alive, rate limit,
+retries, health).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import select
 import socket
 
 import paho.mqtt.client as mqtt
+
+from agent.sync.wire import batched
 
 
 class Wakeup:
@@ -64,10 +67,12 @@ def pump(client: mqtt.Client, wakeup: Wakeup, timeout: float) -> bool:
     if sock is None:
         wakeup.wait(timeout)
         return True
-    if getattr(sock, "pending", None) and sock.pending():  # TLS bytes already decrypted
+    if getattr(sock, "pending", None) and sock.pending():  # bytes read ahead (wire.py) or decrypted (TLS)
         timeout = 0.0
+    unsent = getattr(sock, "unsent", None)  # a TurnSocket holding bytes the kernel would not take
+    want_write = client.want_write() or (unsent is not None and unsent())
     try:
-        readable, writable, _ = select.select([sock, wakeup], [sock] if client.want_write() else [], [],
+        readable, writable, _ = select.select([sock, wakeup], [sock] if want_write else [], [],
                                               max(0.0, timeout))
     except (ValueError, OSError):  # closed under us (a disconnect): paho's next call says so
         readable, writable = [wakeup], []
@@ -76,7 +81,9 @@ def pump(client: mqtt.Client, wakeup: Wakeup, timeout: float) -> bool:
         if client.loop_read() or client.socket() is None:
             return woken
     if client.want_write() or sock in writable:
-        if client.loop_write() or client.socket() is None:
+        with batched(sock):  # this turn's packets in one send()
+            rc = client.loop_write()
+        if rc or client.socket() is None:
             return woken
     client.loop_misc()
     return woken
