@@ -16,8 +16,6 @@ import socket
 
 import paho.mqtt.client as mqtt
 
-from agent.sync.wire import batched
-
 
 class Wakeup:
     """Set from any thread; the link's select() returns at once. Consumed by `take()`."""
@@ -69,10 +67,8 @@ def pump(client: mqtt.Client, wakeup: Wakeup, timeout: float) -> bool:
         return True
     if getattr(sock, "pending", None) and sock.pending():  # bytes read ahead (wire.py) or decrypted (TLS)
         timeout = 0.0
-    unsent = getattr(sock, "unsent", None)  # a TurnSocket holding bytes the kernel would not take
-    want_write = client.want_write() or (unsent is not None and unsent())
     try:
-        readable, writable, _ = select.select([sock, wakeup], [sock] if want_write else [], [],
+        readable, writable, _ = select.select([sock, wakeup], [sock] if client.want_write() else [], [],
                                               max(0.0, timeout))
     except (ValueError, OSError):  # closed under us (a disconnect): paho's next call says so
         readable, writable = [wakeup], []
@@ -81,9 +77,7 @@ def pump(client: mqtt.Client, wakeup: Wakeup, timeout: float) -> bool:
         if client.loop_read() or client.socket() is None:
             return woken
     if client.want_write() or sock in writable:
-        with batched(sock):  # this turn's packets in one send()
-            rc = client.loop_write()
-        if rc or client.socket() is None:
+        if client.loop_write() or client.socket() is None:  # in one send() (wire.py)
             return woken
     client.loop_misc()
     return woken

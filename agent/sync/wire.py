@@ -4,12 +4,13 @@ paho reads a packet a few bytes at a time (its command byte, its length, its bod
 recv() calls for a 4-byte PUBACK) and writes each packet with a send() of its own. While
 a backlog drains that is several system calls per event and back end, a quarter of a
 link's CPU (issue 13). `TurnSocket` wraps the socket paho made, plain TCP or TLS: reads
-are served from one recv() of up to RECV_BYTES, and while the pump writes (`batch()`),
-paho's sends are gathered and go out together when it ends.
+are served from one recv() of up to RECV_BYTES, and while paho writes (`loop_write`, in a
+`batch()`), its sends are gathered and go out together when it returns.
 
 paho has no public hook for the socket it makes: `TurnClient` overrides its
-`_create_socket` (paho 2.x). If a paho release stops calling it, the link works as
-before, one call per packet, and `tests/sync/test_wire.py` says so.
+`_create_socket` (paho 2.x) and extends its `want_write` and `loop_write`. If a paho
+release stops calling `_create_socket`, the link works as before, one call per packet,
+and `tests/sync/test_wire.py` says so.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Iterator
 import paho.mqtt.client as mqtt
 
 RECV_BYTES = 65536  # a turn's PUBACKs (4 bytes each) or a slice of a downlink message
+CLOSE_FLUSH_S = 1.0  # at close, how long held bytes (a DISCONNECT) may wait for the kernel
 
 
 class TurnSocket:
@@ -41,9 +43,9 @@ class TurnSocket:
 
     # --- reads -------------------------------------------------------------------------------
     def recv(self, size: int) -> bytes:
-        if self._error is not None:
-            raise self._error
         if self._at == len(self._in):
+            if self._error is not None:  # after what was read before it (PUBACKs, a DISCONNECT)
+                raise self._error
             data = self._sock.recv(max(size, RECV_BYTES))
             if len(data) <= size:  # also b"" at the end of the stream
                 return data
@@ -95,8 +97,15 @@ class TurnSocket:
         return bool(self._out)
 
     def close(self) -> None:
-        """paho closes right after writing DISCONNECT: send what is held first (never waits)."""
-        self.flush()
+        """paho closes right after writing DISCONNECT: what is held goes first, waiting up to
+        CLOSE_FLUSH_S for the kernel to take it (a broker that reads nothing is given up on:
+        it sees no DISCONNECT, as it would not have with paho's own socket)."""
+        if self._out and self._error is None:
+            try:
+                self._sock.settimeout(CLOSE_FLUSH_S)
+                self._sock.sendall(self._out)
+            except OSError:
+                pass
         self._out.clear()
         self._sock.close()
 
@@ -105,17 +114,18 @@ class TurnSocket:
 
 
 class TurnClient(mqtt.Client):
-    """paho's client on a `TurnSocket`."""
+    """paho's client on a `TurnSocket`: each loop_write() goes out in one send(), and bytes
+    the socket holds count as writing still wanted, also in paho's own `loop()`."""
 
     def _create_socket(self):
         return TurnSocket(super()._create_socket())
 
+    def want_write(self) -> bool:
+        return super().want_write() or (isinstance(self._sock, TurnSocket) and self._sock.unsent())
 
-@contextmanager
-def batched(sock) -> Iterator[None]:
-    """`sock.batch()` for a TurnSocket, nothing for any other socket."""
-    if isinstance(sock, TurnSocket):
+    def loop_write(self) -> mqtt.MQTTErrorCode:
+        sock = self._sock
+        if not isinstance(sock, TurnSocket):
+            return super().loop_write()
         with sock.batch():
-            yield
-    else:
-        yield
+            return super().loop_write()

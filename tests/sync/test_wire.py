@@ -77,16 +77,90 @@ def test_a_full_kernel_buffer_keeps_the_bytes_in_order_until_the_socket_takes_th
     assert received == b"".join(sent) + b"after"
 
 
-def test_a_failed_send_reaches_paho_at_its_next_read(pair):
+def test_a_failed_send_reaches_paho_after_what_was_read_before_it(pair):
     sock, peer = pair
+    peer.sendall(b"\x40\x02\x00\x01\xe0\x00")  # a PUBACK, then the broker's DISCONNECT
     peer.close()
+    assert sock.recv(1) == b"\x40"  # the rest is read ahead
     with sock.batch():
-        sock.send(b"x" * 100)
-    assert sock.pending() > 0  # so paho reads now, and hears of it
+        sock.send(b"x" * 100)  # the peer is gone: this send fails at the end of the batch
+    assert sock.pending() > 0  # so paho reads now
+    assert sock.recv(3) == b"\x02\x00\x01" and sock.recv(2) == b"\xe0\x00"  # nothing read is lost
     with pytest.raises(OSError):
-        sock.recv(1)
+        sock.recv(1)  # then the failure, which paho handles as a lost connection
     with pytest.raises(OSError):
         sock.send(b"y")
+
+
+class StalledBroker:
+    """A broker that answers CONNECT, then reads nothing until `resume()`: a hung broker,
+    or one behind a saturated link. Everything it reads later is in `received`."""
+
+    def __init__(self):
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._resume = threading.Event()
+        self.received = b""
+        self.closed = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self._server.accept()
+        with conn:
+            first = conn.recv(2)  # CONNECT: its fixed header, then its body
+            conn.recv(first[1], socket.MSG_WAITALL)
+            conn.sendall(b"\x20\x02\x00\x00")  # CONNACK, MQTT 3.1.1
+            self._resume.wait(30)
+            while chunk := conn.recv(65536):
+                self.received += chunk
+        self.closed.set()
+
+    def resume(self) -> None:
+        self._resume.set()
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def test_held_bytes_go_out_before_the_disconnect_when_paho_drives_the_loop():
+    """paho's own loop() (the link's goodbye) must still write what the socket holds, and the
+    DISCONNECT after it: without it the broker publishes the lane's will."""
+    broker = StalledBroker()
+    client = TurnClient(mqtt.CallbackAPIVersion.VERSION2, client_id="wire-stalled", protocol=mqtt.MQTTv311)
+    client.on_socket_register_write = lambda *_: None
+    wake = Wakeup()
+    try:
+        client.connect("127.0.0.1", broker.port)
+        client.socket().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        while not client.is_connected():
+            pump(client, wake, 0.1)
+        payloads = [b"%06d" % i + b"." * 2000 for i in range(300)]  # 600 KB: far beyond both buffers
+        for payload in payloads:
+            client.publish("wire/stalled", payload, qos=0)
+        pump(client, wake, 0.1)
+        assert client.socket().unsent() and client.want_write()  # held, and paho knows to write
+        broker.resume()
+        client.disconnect()
+        for _ in range(200):  # as goodbye() does: paho's own loop
+            if client.socket() is None:
+                break
+            client.loop(timeout=0.05)
+        assert broker.closed.wait(10)
+        body = b"".join(b"\x30" + _length(len(p) + 14) + b"\x00\x0cwire/stalled" + p for p in payloads)
+        assert broker.received == body + b"\xe0\x00"  # every publish, in order, then DISCONNECT
+    finally:
+        broker.close()
+        wake.close()
+
+
+def _length(n: int) -> bytes:
+    """MQTT's variable byte integer."""
+    out = b""
+    while True:
+        n, digit = divmod(n, 128)
+        out += bytes([digit | (0x80 if n else 0)])
+        if not n:
+            return out
 
 
 def test_paho_publishes_through_the_pump_on_a_turn_socket(broker):
