@@ -29,9 +29,10 @@ class TurnSocket:
     """A socket whose reads are buffered and whose writes can be gathered (`batch`).
 
     Bytes paho has been told are sent but the kernel would not take yet (its buffer was
-    full) stay in order in `_out`: `unsent()` tells the pump to wait for the socket to be
-    writable, and any later send() goes behind them. A failed send is raised to paho by
-    its next recv() or send(), where paho handles a lost connection."""
+    full) stay in order in `_out`: `unsent()` keeps `TurnClient.want_write()` true, so the
+    link waits for the socket to be writable, and any later send() goes behind them. A
+    failed send is raised to paho by its next recv() (after the bytes read before it) or
+    send(), where paho handles a lost connection."""
 
     def __init__(self, sock):
         self._sock = sock
