@@ -9,8 +9,9 @@ header (0xa0-0xbf), never with zlib's 0x78, so both read back the same way.
 Beside the body, its `spans` (schema v3): where each entry a back end may be denied (a
 section, or any key that is not always sent) lies in the canonical bytes; the entry's own
 key, read there, says which it is. A back end's payload is then those bytes with the
-denied entries left out and its `kind` added: slices joined, nothing decoded or encoded. Decoding and re-encoding each event for each
-back end cost more CPU than paho's publish itself while draining a backlog (`drain`).
+denied entries left out and its `kind` added: slices joined, nothing decoded or encoded.
+Decoding and re-encoding each event for each back end cost more CPU than paho's publish
+itself while draining a backlog (`drain`).
 """
 
 from __future__ import annotations

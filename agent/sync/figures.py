@@ -57,7 +57,7 @@ class LinkFigures:
         with self._lock:
             self._published += 1
 
-    def acked(self, count: int = 1) -> None:
+    def acked(self, count: int) -> None:
         """`count` PUBACKs, just now (the drain reports those of one turn together)."""
         now = time.monotonic()
         second = int(now)

@@ -41,7 +41,7 @@ def test_drain_rate_counts_the_pubacks_of_the_last_ten_seconds(monkeypatch):
     figures = LinkFigures("cbsa")
     for i in range(50):
         clock.now = 1000.0 + i * 0.1  # 50 PUBACKs over 5 s
-        figures.acked()
+        figures.acked(1)
     assert figures.drain_rate() == 5.0
     snapshot = figures.snapshot()
     assert snapshot["acked"] == 50 and snapshot["drain_rate"] == 5.0 and snapshot["last_puback_ms"] is not None
